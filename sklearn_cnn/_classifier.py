@@ -1,0 +1,732 @@
+"""CNNImageClassifier: a convolutional image classifier with scikit-learn's manners."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from ._network import ConvNet
+from ._training import (
+    BatchPreparer,
+    ImageData,
+    ImageNeuralNet,
+    _EpochProgressBar,
+    _StoppingEarly,
+    predict_logits,
+)
+from .augmentation._images import AugmentedImages, warn_augmentation_lost
+from .utils._runtime import (
+    derive_seeds,
+    isolated_torch_rng,
+    resolve_device,
+    resolve_precision,
+    resolve_seed,
+)
+from .utils._sklearn_private import (
+    HasMethods,
+    Interval,
+    InvalidParameterError,
+    StrOptions,
+    _fit_context,
+)
+from .utils._validation import validate_images
+
+_OPTIMIZERS = {
+    "adam": (torch.optim.Adam, {}),
+    "adamw": (torch.optim.AdamW, {}),
+    "sgd": (torch.optim.SGD, {"momentum": 0.9}),
+}
+
+
+class CNNImageClassifier(ClassifierMixin, BaseEstimator):
+    """A convolutional neural network image classifier.
+
+    Trains a PyTorch network through skorch, on CUDA when a GPU is available, and
+    behaves like any scikit-learn classifier: it fits into ``Pipeline``,
+    ``GridSearchCV``, ``cross_val_score`` and ``pickle``.
+
+    The built-in network has one block per entry of ``filters`` (a 'same'
+    convolution, batch normalization, ReLU and a 2x2 max pool), a global average
+    pool, an optional hidden dense layer and a dense output layer with a softmax:
+    the classic Conv -> Pool -> Fully connected -> Softmax design. It works for
+    images of any size from 1x1 up.
+
+    Parameters
+    ----------
+    filters : tuple of int, default=(32, 64)
+        Number of convolution filters in each convolutional block.
+    kernel_size : int, default=3
+        Side of the square convolution kernels.
+    dense_units : int or None, default=64
+        Units of the hidden dense layer; None connects the pooled features
+        straight to the output layer.
+    dropout : float, default=0.0
+        Dropout probability before the dense layers.
+    module : torch.nn.Module class or instance, default=None
+        A network to use instead of the built-in one. A class is called as
+        ``module(in_channels, n_classes, image_size)`` with ``image_size`` the
+        ``(height, width)`` of the input; an instance is used as it is (and
+        copied, so that the instance you pass stays untouched). The network takes
+        a float32 batch of shape (n, channels, height, width) and returns logits
+        of shape (n, n_classes). The architecture parameters above are ignored.
+    epochs : int, default=10
+        Number of passes over the training data.
+    batch_size : int, default=64
+        Number of images per gradient step.
+    lr : float, default=1e-3
+        Learning rate.
+    optimizer : {'adam', 'adamw', 'sgd'} or torch.optim.Optimizer class, \
+default='adam'
+        Optimizer; 'sgd' uses momentum 0.9. A class is called with the
+        network's parameters, ``lr`` and ``weight_decay``.
+    weight_decay : float, default=0.0
+        L2 penalty (decoupled for 'adamw').
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes in the loss, as in scikit-learn: 'balanced'
+        weights are computed from the labels given to ``fit``.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the training data (stratified) and
+        stop when the validation loss has not improved for ``n_iter_no_change``
+        epochs; the best weights are kept.
+    validation_fraction : float, default=0.1
+        Share of the training data held out when ``early_stopping=True``.
+    n_iter_no_change : int, default=5
+        Patience of early stopping, in epochs.
+    warm_start : bool, default=False
+        When True, ``fit`` continues training the fitted network for ``epochs``
+        more epochs instead of starting afresh.
+    callbacks : list of skorch callbacks or (name, callback) tuples, default=None
+        Passed through to skorch (for example ``skorch.callbacks.LRScheduler``).
+    augment : augmenter or None, default=None
+        A train-time augmenter from :mod:`sklearn_cnn.augmentation`, applied
+        afresh to every training batch in every epoch, never at prediction time
+        nor to the validation split. Augmenters placed before the classifier in a
+        Pipeline work the same way.
+    device : 'auto', str or torch.device, default='auto'
+        Where to train: 'auto' picks CUDA when available, else the CPU.
+    precision : {'auto', 'float32', 'bfloat16'}, default='auto'
+        Numeric precision of the network's arithmetic. 'auto' uses bfloat16
+        autocast with channels-last memory where the hardware runs bfloat16
+        natively (recent NVIDIA GPUs, CPUs with AVX512-BF16 or AMX), and float32
+        elsewhere. Weights are always stored in float32.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialization, shuffling, augmentation and the validation
+        split. With an int, two fits on the CPU give identical results. Fitting
+        never changes the global torch, NumPy or Python random state.
+    verbose : int, default=0
+        1 prints an epoch-by-epoch table (epoch, train loss and accuracy,
+        validation loss and accuracy when there is a validation split, seconds)
+        with a progress bar during each epoch on a terminal.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(height, width, channels)`` of the images when
+        ``X`` is 2-D (flattened ``(n, height * width * channels)`` arrays, as
+        from ``X.reshape(n, -1)``), or to say which axis holds the channels of an
+        ambiguous 4-D array. Without it, flattened rows of a square length are
+        taken as square grayscale images, other lengths as a single row.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of ``predict_proba``'s columns.
+    n_features_in_ : int
+        Number of values per image (height * width * channels).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when ``X`` was a DataFrame with string columns.
+    image_shape_ : tuple of int
+        ``(height, width, channels)`` of the training images.
+    net_ : skorch.NeuralNetClassifier
+        The trained skorch net; ``net_.module_`` is the torch network.
+    history_ : list of dict
+        One record per epoch: ``epoch``, ``train_loss``, ``train_accuracy``,
+        ``valid_loss`` and ``valid_accuracy`` when there is a validation split,
+        and ``dur`` (seconds).
+    loss_curve_ : list of float
+        Training loss per epoch.
+    validation_scores_ : list of float or None
+        Validation accuracy per epoch, or None without a validation split.
+    n_iter_ : int
+        Number of epochs trained (across calls with ``warm_start`` or
+        ``partial_fit``).
+    device_ : str
+        The device the network lives on.
+
+    See Also
+    --------
+    sklearn.neural_network.MLPClassifier : Fully connected network classifier.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cnn import CNNImageClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randint(0, 256, size=(40, 8, 8, 3), dtype=np.uint8)
+    >>> y = np.array(["cat", "dog"] * 20)
+    >>> clf = CNNImageClassifier(filters=(8,), epochs=2, random_state=0).fit(X, y)
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    >>> clf.classes_
+    array(['cat', 'dog'], dtype='<U3')
+    """
+
+    _parameter_constraints: dict = {
+        "filters": [tuple, list],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
+        "dense_units": [Interval(Integral, 1, None, closed="left"), None],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "module": [None, callable],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "callbacks": [list, None],
+        "augment": [HasMethods(["augment_batch"]), None],
+        "device": [str, torch.device],
+        "precision": [StrOptions({"auto", "float32", "bfloat16"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "image_shape": [tuple, list, None],
+    }
+
+    def __init__(
+        self,
+        *,
+        filters=(32, 64),
+        kernel_size=3,
+        dense_units=64,
+        dropout=0.0,
+        module=None,
+        epochs=10,
+        batch_size=64,
+        lr=1e-3,
+        optimizer="adam",
+        weight_decay=0.0,
+        class_weight=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=5,
+        warm_start=False,
+        callbacks=None,
+        augment=None,
+        device="auto",
+        precision="auto",
+        random_state=None,
+        verbose=0,
+        image_shape=None,
+    ):
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.dense_units = dense_units
+        self.dropout = dropout
+        self.module = module
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.callbacks = callbacks
+        self.augment = augment
+        self.device = device
+        self.precision = precision
+        self.random_state = random_state
+        self.verbose = verbose
+        self.image_shape = image_shape
+
+    # -- fitting ---------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train the network on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, height, width, channels)
+            Training images; also accepted: (n_samples, channels, height,
+            width), (n_samples, height, width) grayscale, or flattened
+            (n_samples, height * width * channels) with ``image_shape``. uint8
+            pixels (0-255) are scaled to 0-1 batch by batch; other dtypes are
+            used as they are.
+        y : array-like of shape (n_samples,)
+            Class labels: ints, strings or bools.
+
+        Returns
+        -------
+        self : object
+            The fitted classifier.
+        """
+        continuing = self.warm_start and hasattr(self, "net_")
+        return self._fit(X, y, epochs=self.epochs, classes=None, continuing=continuing)
+
+    def partial_fit(self, X, y, classes=None):
+        """Train for one more epoch on ``X`` and ``y``.
+
+        Parameters
+        ----------
+        X : array-like of images
+            See :meth:`fit`.
+        y : array-like of shape (n_samples,)
+            Class labels.
+        classes : array-like of shape (n_classes,), default=None
+            All the classes that will ever be seen; required on the first call.
+
+        Returns
+        -------
+        self : object
+            The classifier, trained one more epoch.
+        """
+        if not hasattr(self, "net_"):
+            self._validate_params()
+            if classes is None:
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit, "
+                    "for example classes=np.unique(y_all)."
+                )
+            return self._fit(X, y, epochs=1, classes=classes, continuing=False)
+        return self._fit(X, y, epochs=1, classes=None, continuing=True)
+
+    def _fit(self, X, y, *, epochs, classes, continuing):
+        snapshot = self.__dict__.copy()
+        weights = self._snapshot_weights() if continuing else None
+        try:
+            return self._fit_unsafe(
+                X, y, epochs=epochs, classes=classes, continuing=continuing
+            )
+        except KeyboardInterrupt:
+            if hasattr(self, "net_") and self.net_ is not snapshot.get("net_"):
+                # Keep what was trained: the completed epochs stay usable.
+                self._record_history()
+            raise
+        except BaseException:
+            # Nothing half-fitted: the estimator is exactly as before the call.
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            if weights is not None:
+                self._restore_weights(weights)
+            raise
+
+    def _fit_unsafe(self, X, y, *, epochs, classes, continuing):
+        augmenters, post_steps, source = self._training_recipe(X)
+        self._check_filters()
+        X_nchw, _, y = validate_images(
+            self, X, y, reset=not continuing, image_shape=self.image_shape
+        )
+        check_classification_targets(y)
+        y_encoded, classes_ = self._encode_labels(y, classes, continuing)
+        received_uint8 = X_nchw.dtype == np.uint8
+        train_images = X_nchw
+        if source is not None:
+            train_images = source.source_layout.to_nchw(np.asarray(source.source))
+            if len(train_images) != len(X_nchw):
+                raise ValueError(
+                    f"The augmented images hold {len(train_images)} source images "
+                    f"but X has {len(X_nchw)}."
+                )
+
+        device = resolve_device(self.device)
+        seed = resolve_seed(self.random_state)
+        if continuing:
+            # Continue the random streams rather than repeat the first epochs'.
+            seed += self.n_iter_
+        init_seed, shuffle_seed, augment_seed, split_seed = derive_seeds(seed, 4)
+        autocast_dtype = resolve_precision(self.precision, device)
+        channels_last = autocast_dtype is not None
+
+        train_idx, valid_idx = self._split(y_encoded, split_seed)
+        data = ImageData.from_numpy(train_images, y_encoded, device)
+        train_data = data if valid_idx is None else data.subset(train_idx)
+        valid_data = None if valid_idx is None else data.subset(valid_idx)
+
+        # Training batches come from the source images: augment them, then apply
+        # the Pipeline steps that followed the augmenters (validation batches get
+        # those steps too, without augmentation).
+        fit_preparer = BatchPreparer(
+            source_is_uint8=train_images.dtype == np.uint8,
+            scale_uint8=received_uint8,
+            augmenters=augmenters,
+            post_steps=post_steps,
+            channels_last=channels_last,
+        )
+        fit_preparer.generator = torch.Generator(device=device).manual_seed(
+            augment_seed
+        )
+        with isolated_torch_rng(init_seed, device):
+            if continuing:
+                net = self.net_
+                net.set_params(verbose=self.verbose)
+            else:
+                net = self._build_net(classes_, y_encoded, device)
+                net.initialize()
+            net.batch_preparer = fit_preparer
+            net.autocast_dtype = autocast_dtype
+            net.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
+            net.train_split = _HeldOut(valid_data) if valid_data is not None else None
+            self.net_ = net
+            try:
+                net.partial_fit(train_data, train_data.y, epochs=epochs)
+            except torch.cuda.OutOfMemoryError as error:
+                raise MemoryError(
+                    "CUDA ran out of memory training with batch_size="
+                    f"{self.batch_size} on images of shape {self.image_shape_}. "
+                    "Lower batch_size, use precision='bfloat16', or device='cpu'."
+                ) from error
+            finally:
+                # What prediction needs, and nothing that belongs to this fit only.
+                net.train_split = None
+                net.shuffle_generator = None
+                net.batch_preparer = BatchPreparer(
+                    source_is_uint8=received_uint8,
+                    scale_uint8=received_uint8,
+                    channels_last=channels_last,
+                )
+                self.classes_ = classes_
+                self.device_ = str(device)
+                self._record_history()
+        return self
+
+    def _training_recipe(self, X):
+        """The augmenters and follow-up steps for training batches, and their source.
+
+        An :class:`AugmentedImages` made by an augmenter in a Pipeline brings its
+        un-augmented source: training draws a fresh augmentation from it in every
+        epoch instead of using the one draw it holds.
+        """
+        augmenters, post_steps, source = [], [], None
+        if isinstance(X, AugmentedImages):
+            if X.has_recipe:
+                augmenters += X.augmenters
+                post_steps += X.post_steps
+                source = X
+            else:
+                warn_augmentation_lost(
+                    "CNNImageClassifier received images derived from an "
+                    "augmenter's output by an operation outside sklearn_cnn."
+                )
+        if self.augment is not None:
+            if post_steps:
+                raise ValueError(
+                    "augment=... cannot be combined with Pipeline steps between an "
+                    "augmenter and the classifier; put all augmenters in one place."
+                )
+            augmenters.append(self.augment)
+        return augmenters, post_steps, source
+
+    def _check_filters(self):
+        filters = self.filters
+        if len(filters) == 0 or not all(
+            isinstance(n, Integral) and not isinstance(n, bool) and n >= 1
+            for n in filters
+        ):
+            raise InvalidParameterError(
+                "The 'filters' parameter of CNNImageClassifier must be a non-empty "
+                f"tuple of positive ints. Got {filters!r} instead."
+            )
+
+    def _encode_labels(self, y, classes, continuing):
+        if continuing:
+            classes_ = self.classes_
+        elif classes is not None:
+            classes_ = np.unique(np.asarray(classes))
+        else:
+            classes_ = np.unique(y)
+        unknown = np.setdiff1d(np.unique(y), classes_)
+        if len(unknown):
+            raise ValueError(
+                f"y contains labels {unknown.tolist()} that are not in the classes "
+                f"{classes_.tolist()} this model knows."
+            )
+        if len(classes_) < 2:
+            raise ValueError(
+                "CNNImageClassifier needs samples of at least 2 classes in the data, "
+                f"but the data contains only one class: {classes_[0]!r}."
+            )
+        return np.searchsorted(classes_, y).astype(np.int64), classes_
+
+    def _split(self, y_encoded, seed):
+        """Indices of the training and the validation images (None: no split)."""
+        if not self.early_stopping:
+            return None, None
+        indices = np.arange(len(y_encoded))
+        n_classes = len(np.unique(y_encoded))
+        n_valid = int(np.ceil(self.validation_fraction * len(y_encoded)))
+        stratify = y_encoded
+        if n_valid < n_classes or len(y_encoded) - n_valid < n_classes:
+            stratify = None  # too few images to keep every class in both parts
+        if n_valid < 1 or n_valid >= len(y_encoded):
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} of "
+                f"{len(y_encoded)} images leaves no images for training or for "
+                "validation; use more images or early_stopping=False."
+            )
+        try:
+            return train_test_split(
+                indices,
+                test_size=n_valid,
+                stratify=stratify,
+                random_state=seed % (2**32),
+            )
+        except ValueError:
+            return train_test_split(
+                indices, test_size=n_valid, random_state=seed % (2**32)
+            )
+
+    def _build_net(self, classes_, y_encoded, device):
+        channels, height, width = self._image_chw()
+        module, module_kwargs = self._module_spec(channels, len(classes_), height, width)
+        optimizer, optimizer_kwargs = self._optimizer_spec()
+        criterion_kwargs = {}
+        if self.class_weight is not None:
+            criterion_kwargs["criterion__weight"] = torch.as_tensor(
+                self._class_weights(classes_, y_encoded), dtype=torch.float32
+            )
+        callbacks = list(self.callbacks or [])
+        if self.early_stopping:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    _StoppingEarly(
+                        monitor="valid_loss",
+                        patience=self.n_iter_no_change,
+                        threshold=1e-4,
+                        load_best=True,
+                        sink=print if self.verbose else _silent,
+                    ),
+                )
+            )
+        if self.verbose:
+            callbacks.append(("progress_bar", _EpochProgressBar()))
+        return ImageNeuralNet(
+            module,
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=optimizer,
+            lr=self.lr,
+            max_epochs=self.epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            callbacks=callbacks or None,
+            device=str(device),
+            verbose=self.verbose,
+            classes=np.arange(len(classes_)),
+            **module_kwargs,
+            **optimizer_kwargs,
+            **criterion_kwargs,
+        )
+
+    def _image_chw(self):
+        height, width, channels = self.image_shape_
+        return channels, height, width
+
+    def _module_spec(self, channels, n_classes, height, width):
+        if self.module is None:
+            return ConvNet, {
+                "module__in_channels": channels,
+                "module__n_classes": n_classes,
+                "module__image_size": (height, width),
+                "module__filters": tuple(self.filters),
+                "module__kernel_size": self.kernel_size,
+                "module__dense_units": self.dense_units,
+                "module__dropout": self.dropout,
+            }
+        if isinstance(self.module, torch.nn.Module):
+            # Train a copy: the instance passed as a parameter must stay untouched.
+            return copy.deepcopy(self.module), {}
+        if inspect.isclass(self.module) or callable(self.module):
+            return self.module, {
+                "module__in_channels": channels,
+                "module__n_classes": n_classes,
+                "module__image_size": (height, width),
+            }
+        raise InvalidParameterError(
+            "The 'module' parameter of CNNImageClassifier must be a torch.nn.Module "
+            f"class or instance, or None. Got {self.module!r} instead."
+        )
+
+    def _optimizer_spec(self):
+        if isinstance(self.optimizer, str):
+            optimizer, defaults = _OPTIMIZERS[self.optimizer]
+        else:
+            optimizer, defaults = self.optimizer, {}
+        kwargs = {f"optimizer__{key}": value for key, value in defaults.items()}
+        if self.weight_decay:
+            kwargs["optimizer__weight_decay"] = self.weight_decay
+        return optimizer, kwargs
+
+    def _class_weights(self, classes_, y_encoded):
+        if self.class_weight == "balanced":
+            present = np.unique(y_encoded)
+            weights = np.ones(len(classes_))
+            weights[present] = compute_class_weight(
+                "balanced", classes=present, y=y_encoded
+            )
+            return weights
+        weights = np.ones(len(classes_))
+        for label, weight in self.class_weight.items():
+            matches = np.flatnonzero(classes_ == label)
+            if len(matches) == 0:
+                raise ValueError(
+                    f"class_weight names the class {label!r}, which is not in the "
+                    f"classes {classes_.tolist()}."
+                )
+            weights[matches[0]] = weight
+        return weights
+
+    def _record_history(self):
+        """Fitted attributes that summarise training, from the net's history."""
+        keys = (
+            "epoch",
+            "train_loss",
+            "train_accuracy",
+            "valid_loss",
+            "valid_accuracy",
+            "dur",
+        )
+        # An epoch interrupted before its end has no train_loss: leave it out.
+        history = [
+            {
+                key: row[key] if key == "epoch" else float(row[key])
+                for key in keys
+                if key in row
+            }
+            for row in self.net_.history
+            if "train_loss" in row
+        ]
+        self.history_ = history
+        self.loss_curve_ = [row["train_loss"] for row in history]
+        scores = [row["valid_accuracy"] for row in history if "valid_accuracy" in row]
+        self.validation_scores_ = scores or None
+        self.n_iter_ = len(history)
+
+    def _snapshot_weights(self):
+        net = self.net_
+        return (
+            copy.deepcopy(net.module_.state_dict()),
+            copy.deepcopy(net.optimizer_.state_dict()),
+            copy.deepcopy(net.history),
+        )
+
+    def _restore_weights(self, weights):
+        module_state, optimizer_state, history = weights
+        self.net_.module_.load_state_dict(module_state)
+        self.net_.optimizer_.load_state_dict(optimizer_state)
+        self.net_.history = history
+
+    # -- prediction --------------------------------------------------------------
+    def _logits(self, X):
+        check_is_fitted(self)
+        X_nchw, _ = validate_images(self, X, reset=False)
+        data = ImageData.from_numpy(X_nchw, None, torch.device(self.net_.device))
+        preparer = self.net_.batch_preparer
+        received_uint8 = X_nchw.dtype == np.uint8
+        if preparer.scale_uint8 != received_uint8:
+            # Trained on uint8 and given floats (or the reverse): scale what is uint8.
+            self.net_.batch_preparer = BatchPreparer(
+                source_is_uint8=received_uint8,
+                scale_uint8=received_uint8,
+                channels_last=preparer.channels_last,
+            )
+        try:
+            return predict_logits(self.net_, data)
+        finally:
+            self.net_.batch_preparer = preparer
+
+    def predict_proba(self, X):
+        """Probability of each class for each image.
+
+        Parameters
+        ----------
+        X : array-like of images
+            Same layout and image size as in :meth:`fit`.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns follow ``classes_``.
+        """
+        logits = self._logits(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits
+
+    def predict_log_proba(self, X):
+        """Logarithm of the class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of images
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        logits = self._logits(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+    def predict(self, X):
+        """Predict the class label of each image.
+
+        Parameters
+        ----------
+        X : array-like of images
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples,)
+            Labels from ``classes_`` (the original labels, not indices).
+        """
+        return self.classes_[np.argmax(self._logits(X), axis=1)]
+
+    # -- persistence and tags --------------------------------------------------------
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        device = getattr(self, "device_", None)
+        if device is not None and device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                warnings.warn(
+                    "This model was trained on CUDA, which is not available here; "
+                    "it was loaded on the CPU.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                self.device_ = "cpu"
+                self.net_.device = "cpu"
+                self.net_.module_.to("cpu")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_label = False
+        return tags
+
+
+class _HeldOut:
+    """A skorch ``train_split`` that returns a validation set chosen beforehand."""
+
+    def __init__(self, valid_data):
+        self.valid_data = valid_data
+
+    def __call__(self, dataset, y=None, **fit_params):
+        return dataset, self.valid_data
+
+
+def _silent(*args, **kwargs):
+    pass

@@ -1,0 +1,81 @@
+"""The built-in convolutional network. PyTorch only: no scikit-learn code here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class ConvNet(nn.Module):
+    """The brief's Conv -> Pool -> Fully connected -> Softmax network.
+
+    One block per entry of ``filters``: a 'same' convolution, batch norm, ReLU and a
+    2x2 max pool. Pooling is skipped once the feature map is down to one pixel and a
+    global average pool ends the convolutional part, so any image size from 1x1 up
+    works and the dense head's size does not depend on the image size.
+
+    The network returns logits; the classifier applies the softmax.
+
+    Parameters
+    ----------
+    in_channels : int
+        Number of input channels (1 for grayscale, 3 for RGB).
+    n_classes : int
+        Number of output classes.
+    image_size : tuple of int
+        ``(height, width)`` of the input images.
+    filters : sequence of int, default=(32, 64)
+        Number of convolution filters in each block.
+    kernel_size : int, default=3
+        Side of the square convolution kernels.
+    dense_units : int or None, default=64
+        Units of the hidden dense layer; None goes straight to the output layer.
+    dropout : float, default=0.0
+        Dropout probability before each dense layer.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_classes: int,
+        image_size: tuple[int, int],
+        filters: Sequence[int] = (32, 64),
+        kernel_size: int = 3,
+        dense_units: int | None = 64,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        height, width = image_size
+        blocks: list[nn.Module] = []
+        channels = in_channels
+        for n_filters in filters:
+            blocks += [
+                nn.Conv2d(
+                    channels, n_filters, kernel_size, padding="same", bias=False
+                ),
+                nn.BatchNorm2d(n_filters),
+                nn.ReLU(inplace=True),
+            ]
+            # Pool only while there is something left to pool: 1x1 images still work.
+            if height >= 2 and width >= 2:
+                blocks.append(nn.MaxPool2d(2))
+                height, width = height // 2, width // 2
+            channels = n_filters
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        head: list[nn.Module] = []
+        if dense_units is not None:
+            if dropout > 0:
+                head.append(nn.Dropout(dropout))
+            head += [nn.Linear(channels, dense_units), nn.ReLU(inplace=True)]
+            channels = dense_units
+        if dropout > 0:
+            head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(channels, n_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.pool(self.features(x))))

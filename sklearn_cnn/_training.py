@@ -1,0 +1,425 @@
+"""The one place that knows skorch's internals.
+
+``CNNImageClassifier`` hands this module validated channels-first images and
+encoded labels; here they become a skorch ``NeuralNetClassifier`` whose data path
+avoids per-image Python: images stay in their original dtype (uint8 stays uint8)
+until a batch is cut from a tensor by index, and the batch is then moved to the
+device, converted to float32, augmented and scaled there, one batch at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochTimer,
+    PassthroughScoring,
+    PrintLog,
+)
+from skorch.dataset import unpack_data
+
+# Keep a whole training set on the GPU when it takes at most this share of free memory.
+_GPU_RESIDENT_FRACTION = 0.25
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class _EarlyStop(Exception):
+    """Raised by our early stopping, so a real Ctrl-C is never mistaken for it."""
+
+
+class ImageData:
+    """Images and encoded labels as tensors, cut into batches by index.
+
+    Parameters
+    ----------
+    images : Tensor of shape (n_samples, channels, height, width)
+        Raw images, possibly a strided view of channels-last memory, in the
+        caller's dtype, on the CPU or already on the training device.
+    y : Tensor of shape (n_samples,) or None
+        Encoded labels (int64).
+    """
+
+    def __init__(self, images: torch.Tensor, y: torch.Tensor | None = None):
+        self.images = images
+        self.y = y
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, indices: np.ndarray) -> ImageData:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return ImageData(
+            self.images[index.to(self.images.device)],
+            None if self.y is None else self.y[index.to(self.y.device)],
+        )
+
+    @classmethod
+    def from_numpy(
+        cls, X_nchw: np.ndarray, y: np.ndarray | None, device: torch.device
+    ) -> ImageData:
+        """Wrap numpy data without copying it (except onto a GPU, where it pays)."""
+        images = _as_tensor(X_nchw)
+        labels = None if y is None else torch.as_tensor(y, dtype=torch.long)
+        if device.type == "cuda" and _fits_on_gpu(images, device):
+            images = images.to(device)
+            labels = None if labels is None else labels.to(device)
+        elif device.type == "cuda":
+            images = images.pin_memory()
+        return cls(images, labels)
+
+
+def _as_tensor(X: np.ndarray) -> torch.Tensor:
+    """A tensor sharing memory with ``X`` wherever torch allows it."""
+    if any(stride < 0 for stride in X.strides) or not X.dtype.isnative:
+        X = np.ascontiguousarray(X)
+    if not X.flags.writeable:
+        # Read-only data (joblib memmaps) is only ever read here: share it rather
+        # than copying the whole set; torch warns about writes we never make.
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(X)
+    return torch.from_numpy(X)
+
+
+def _fits_on_gpu(images: torch.Tensor, device: torch.device) -> bool:
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * images.element_size() < _GPU_RESIDENT_FRACTION * free
+
+
+class BatchIterator:
+    """Batches of ``(images, labels)`` cut by index; reshuffled on every pass.
+
+    In training, a last batch of a single image is merged into the one before it,
+    because batch normalization cannot learn from one 1x1 image.
+    """
+
+    def __init__(
+        self,
+        data: ImageData,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None,
+        device: torch.device,
+        merge_singleton: bool,
+    ):
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.device = device
+        self.merge_singleton = merge_singleton
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        n = len(self.data)
+        starts = list(range(0, n, self.batch_size))
+        bounds = [(start, min(start + self.batch_size, n)) for start in starts]
+        if self.merge_singleton and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+            bounds[-2] = (bounds[-2][0], n)
+            bounds.pop()
+        return bounds
+
+    def __len__(self) -> int:
+        return len(self._bounds())
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        images, labels = self.data.images, self.data.y
+        order = None
+        if self.shuffle:
+            order = torch.randperm(len(self.data), generator=self.generator)
+            order = order.to(images.device)
+        non_blocking = self.device.type == "cuda"
+        for start, stop in self._bounds():
+            if order is None:
+                batch = images[start:stop]
+                batch_labels = None if labels is None else labels[start:stop]
+            else:
+                index = order[start:stop]
+                batch = images[index]
+                batch_labels = None if labels is None else labels[index.to(labels.device)]
+            batch = batch.to(self.device, non_blocking=non_blocking)
+            if batch_labels is not None:
+                batch_labels = batch_labels.to(self.device, non_blocking=non_blocking)
+            yield batch, batch_labels
+
+
+class BatchPreparer:
+    """Turns a raw batch into the network's input, on the training device.
+
+    Order: float32; then, in training only, each augmenter and each deterministic
+    step that followed it in the Pipeline; then the 0-255 -> 0-1 scaling when the
+    images the classifier received were uint8; then the memory format.
+    """
+
+    def __init__(
+        self,
+        *,
+        source_is_uint8: bool,
+        scale_uint8: bool,
+        augmenters: Sequence = (),
+        post_steps: Sequence = (),
+        channels_last: bool = False,
+    ):
+        self.source_is_uint8 = source_is_uint8
+        self.scale_uint8 = scale_uint8
+        self.augmenters = tuple(augmenters)
+        self.post_steps = tuple(post_steps)
+        self.channels_last = channels_last
+        self.generator: torch.Generator | None = None
+
+    def __call__(self, batch: torch.Tensor, *, training: bool) -> torch.Tensor:
+        images = batch.to(torch.float32)
+        if training and (self.augmenters or self.post_steps):
+            value_range = 255.0 if self.source_is_uint8 else 1.0
+            for augmenter in self.augmenters:
+                images = augmenter.augment_batch(
+                    images, generator=self.generator, value_range=value_range
+                )
+            for step in self.post_steps:
+                images = step.transform_batch(images)
+        if self.scale_uint8:
+            images = images * (1.0 / 255.0)
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+
+class _Accuracy(Callback):
+    """Records train and validation accuracy per epoch from the batches' outputs.
+
+    Counts stay on the device until the epoch ends: no sync per batch.
+    """
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.counts_ = {True: [0, 0], False: [0, 0]}
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        _, labels = unpack_data(batch)
+        if labels is None or y_pred is None:
+            return
+        correct, total = self.counts_[training]
+        correct = correct + (y_pred.argmax(dim=1) == labels).sum()
+        self.counts_[training] = [correct, total + len(labels)]
+
+    def on_epoch_end(self, net, **kwargs):
+        for training, prefix in ((True, "train"), (False, "valid")):
+            correct, total = self.counts_[training]
+            if total:
+                net.history.record(f"{prefix}_accuracy", float(correct) / total)
+
+
+class _EpochProgressBar(Callback):
+    """A tqdm bar over each epoch's batches, only in an interactive main process."""
+
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
+        from tqdm.auto import tqdm
+
+        in_worker = multiprocessing.current_process().name != "MainProcess"
+        n_batches = len(net.get_iterator(dataset_train, training=True))
+        self.bar_ = tqdm(
+            total=n_batches,
+            desc=f"epoch {len(net.history)}",
+            leave=False,
+            unit="batch",
+            # None: tqdm shows the bar only on a terminal, never in log files.
+            disable=True if in_worker else None,
+        )
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.bar_.update()
+
+    def on_epoch_end(self, net, **kwargs):
+        self.bar_.close()
+
+
+class _StoppingEarly(EarlyStopping):
+    """skorch's EarlyStopping, raising our own exception instead of KeyboardInterrupt."""
+
+    def on_epoch_end(self, net, **kwargs):
+        try:
+            super().on_epoch_end(net, **kwargs)
+        except KeyboardInterrupt:
+            if self.misses_ >= self.patience:
+                raise _EarlyStop from None
+            raise
+
+
+class ImageNeuralNet(NeuralNetClassifier):
+    """skorch's classifier with a tensor data path and fail-fast training.
+
+    Differences from ``NeuralNetClassifier``:
+
+    * batches come from :class:`BatchIterator` and are prepared on the device by
+      a :class:`BatchPreparer` (no Dataset, no collate, no per-image Python);
+    * the loss is checked before it is used: a NaN or infinite loss raises
+      :class:`TrainingDivergedError` naming the epoch and batch;
+    * ``KeyboardInterrupt`` propagates after the callbacks' end-of-training hooks;
+    * prediction runs under ``torch.inference_mode``, with bf16 autocast when asked.
+    """
+
+    def __init__(
+        self,
+        module,
+        *args,
+        batch_preparer=None,
+        autocast_dtype=None,
+        shuffle_generator=None,
+        **kwargs,
+    ):
+        super().__init__(module, *args, **kwargs)
+        self.batch_preparer = batch_preparer
+        self.autocast_dtype = autocast_dtype
+        self.shuffle_generator = shuffle_generator
+
+    @property
+    def _default_callbacks(self):
+        return [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+            ("valid_loss", PassthroughScoring(name="valid_loss")),
+            ("accuracy", _Accuracy()),
+            ("print_log", PrintLog()),
+        ]
+
+    # -- data ------------------------------------------------------------------
+    def get_dataset(self, X, y=None):
+        if isinstance(X, ImageData):
+            return X
+        return super().get_dataset(X, y)
+
+    def get_iterator(self, dataset, training=False):
+        if not isinstance(dataset, ImageData):
+            return super().get_iterator(dataset, training=training)
+        batch_size = self.batch_size if training else _inference_batch_size(
+            self.batch_size
+        )
+        return BatchIterator(
+            dataset,
+            batch_size=batch_size,
+            shuffle=training,
+            generator=self.shuffle_generator,
+            device=torch.device(self.device),
+            merge_singleton=training,
+        )
+
+    # -- steps -----------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(
+            device_type=torch.device(self.device).type, dtype=self.autocast_dtype
+        )
+
+    def infer(self, x, **fit_params):
+        if self.batch_preparer is not None and isinstance(x, torch.Tensor):
+            x = self.batch_preparer(x, training=self.module_.training)
+        else:
+            x = x.to(self.device) if isinstance(x, torch.Tensor) else x
+        with self._autocast():
+            return self.module_(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        # Under autocast the logits may be bf16: compute the loss in float32.
+        return super().get_loss(y_pred.float(), y_true, X=X, training=training)
+
+    def train_step_single(self, batch, **fit_params):
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        if not torch.isfinite(loss):
+            epoch = len(self.history)
+            batch_number = len(self.history[-1, "batches"]) + 1 if epoch else 1
+            raise TrainingDivergedError(
+                f"The training loss became {loss.item()} in epoch {epoch}, batch "
+                f"{batch_number}; training stopped before the optimizer applied it. "
+                "Lower lr, scale the input (pixels 0-1), or use precision='float32'."
+            )
+        loss.backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def evaluation_step(self, batch, training=False):
+        self.check_is_fitted()
+        Xi, _ = unpack_data(batch)
+        self._set_training(training)
+        with torch.inference_mode(not training):
+            return self.infer(Xi)
+
+    def partial_fit(self, X, y=None, classes=None, **fit_params):
+        if not self.initialized_:
+            self.initialize()
+        self.notify("on_train_begin", X=X, y=y)
+        try:
+            self.fit_loop(X, y, **fit_params)
+        except _EarlyStop:
+            pass
+        except KeyboardInterrupt:
+            # Unlike skorch, let Ctrl-C through (after the end-of-training
+            # hooks): a search must stop rather than score a half-trained model.
+            self.notify("on_train_end", X=X, y=y)
+            raise
+        self.notify("on_train_end", X=X, y=y)
+        return self
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # Generators and the batch preparer live for one fit only.
+        state["shuffle_generator"] = None
+        state["batch_preparer"] = _without_generator(state.get("batch_preparer"))
+        return state
+
+
+def _without_generator(preparer: BatchPreparer | None) -> BatchPreparer | None:
+    if preparer is None or preparer.generator is None:
+        return preparer
+    clean = BatchPreparer.__new__(BatchPreparer)
+    clean.__dict__.update(preparer.__dict__)
+    clean.generator = None
+    return clean
+
+
+def _inference_batch_size(train_batch_size: int) -> int:
+    # No gradients to keep: larger batches make better use of the hardware.
+    return max(train_batch_size, 256)
+
+
+def predict_logits(net: ImageNeuralNet, data: ImageData) -> np.ndarray:
+    """Logits for every image, computed batch by batch, collected on the CPU.
+
+    A CUDA out-of-memory error halves the batch and carries on.
+    """
+    batch_size = _inference_batch_size(net.batch_size)
+    outputs: list[np.ndarray] = []
+    start = 0
+    n = len(data)
+    device = torch.device(net.device)
+    net.module_.eval()
+    while start < n:
+        stop = min(start + batch_size, n)
+        batch = data.images[start:stop].to(device, non_blocking=device.type == "cuda")
+        try:
+            with torch.inference_mode():
+                logits = net.infer(batch)
+        except torch.cuda.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            batch_size = max(1, batch_size // 2)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        outputs.append(logits.float().cpu().numpy())
+        start = stop
+    return np.concatenate(outputs)

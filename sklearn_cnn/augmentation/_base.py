@@ -1,0 +1,156 @@
+"""The base class of train-time augmenters."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ..utils._runtime import resolve_seed
+from ..utils._sklearn_private import _fit_context
+from ..utils._validation import validate_images
+from ._images import AugmentedImages
+
+
+def images_to_tensor(X_nchw: np.ndarray) -> torch.Tensor:
+    """A float32 tensor of a channels-first batch (a copy: the caller's data is kept)."""
+    return torch.from_numpy(np.array(X_nchw, dtype=np.float32, order="C", copy=True))
+
+
+def tensor_to_images(images: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """Back to numpy in ``dtype``; integer types are rounded and clipped to range."""
+    array = images.detach().cpu().numpy()
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        array = np.clip(np.rint(array), info.min, info.max)
+    return array.astype(dtype, copy=False)
+
+
+class BaseAugmenter(TransformerMixin, BaseEstimator):
+    """Base class for random, train-time image augmenters.
+
+    Subclasses implement :meth:`augment_batch`, a batched tensor operation that
+    draws independent random parameters for every image.
+
+    ``fit_transform(X)`` returns one random augmentation of ``X`` (same shape,
+    dtype and number of samples); ``transform(X)`` returns ``X`` unchanged, since
+    nothing is augmented at test time. This makes ``fit_transform(X)`` differ from
+    ``fit(X).transform(X)`` on purpose, as for scikit-learn's ``TargetEncoder``.
+    Inside a Pipeline ending in :class:`~sklearn_cnn.CNNImageClassifier`, the
+    classifier draws a fresh augmentation of every batch in every epoch.
+    """
+
+    # Augmenters whose output depends on the value range (clamping, noise level)
+    # read it from ``value_range``: 255.0 for uint8 pixels, 1.0 for floats.
+
+    def augment_batch(
+        self,
+        images: torch.Tensor,
+        *,
+        generator: torch.Generator,
+        value_range: float,
+    ) -> torch.Tensor:
+        """Augment a batch of images.
+
+        Parameters
+        ----------
+        images : Tensor of shape (n_samples, channels, height, width)
+            Floating-point images on any device; not modified.
+        generator : torch.Generator
+            Source of randomness, on the same device as ``images``.
+        value_range : float
+            Largest pixel value: 255.0 for images that were uint8, else 1.0.
+
+        Returns
+        -------
+        Tensor of the same shape, dtype and device.
+        """
+        raise NotImplementedError
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Record the input's image shape. Augmenters learn nothing else.
+
+        Parameters
+        ----------
+        X : array-like of images
+            See :class:`~sklearn_cnn.CNNImageClassifier` for the layouts.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        self._check_params()
+        validate_images(self, X, reset=True)
+        return self
+
+    def _check_params(self) -> None:
+        """Check what ``_parameter_constraints`` cannot express (ranges, pairs)."""
+
+    def transform(self, X):
+        """Return ``X`` unchanged: augmentation only happens during training.
+
+        Parameters
+        ----------
+        X : array-like of images
+
+        Returns
+        -------
+        X : ndarray
+            The validated images, not augmented.
+        """
+        check_is_fitted(self)
+        X_nchw, layout = validate_images(self, X, reset=False)
+        return layout.from_nchw(X_nchw)
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """Fit, then return one random augmentation of ``X``.
+
+        The result is an ndarray of the same shape and dtype as ``X``. It also
+        remembers the un-augmented images, so that
+        :class:`~sklearn_cnn.CNNImageClassifier` placed after this augmenter in a
+        Pipeline draws a fresh augmentation in every epoch.
+
+        Parameters
+        ----------
+        X : array-like of images
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        X_augmented : AugmentedImages of the same shape and dtype as ``X``
+        """
+        self.fit(X, y)
+        previous = X if isinstance(X, AugmentedImages) else None
+        X_nchw, layout = validate_images(self, X, reset=False)
+        value_range = 255.0 if X_nchw.dtype == np.uint8 else 1.0
+        generator = torch.Generator().manual_seed(resolve_seed(self.random_state))
+        augmented = self.augment_batch(
+            images_to_tensor(X_nchw), generator=generator, value_range=value_range
+        )
+        result = layout.from_nchw(tensor_to_images(augmented, X_nchw.dtype))
+        if previous is not None and previous.has_recipe and not previous.post_steps:
+            # Two augmenters in a row: both run in every epoch.
+            return AugmentedImages.wrap(
+                result,
+                source=previous.source,
+                source_layout=previous.source_layout,
+                augmenters=(*previous.augmenters, self),
+            )
+        return AugmentedImages.wrap(
+            result,
+            source=layout.from_nchw(X_nchw),
+            source_layout=layout,
+            augmenters=(self,),
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # fit_transform draws a random augmentation; transform is the identity.
+        tags.non_deterministic = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32", "uint8"]
+        return tags

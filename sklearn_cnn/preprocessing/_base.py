@@ -1,0 +1,85 @@
+"""The base class of deterministic image transformers."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ..augmentation._images import AugmentedImages
+from ..utils._sklearn_private import _fit_context
+from ..utils._validation import validate_images
+
+
+class BaseImageTransformer(TransformerMixin, BaseEstimator):
+    """Base class for deterministic transformers of image batches.
+
+    Subclasses implement :meth:`transform_batch` on channels-first float tensors,
+    so that :class:`~sklearn_cnn.CNNImageClassifier` can apply them batch by batch
+    after a train-time augmentation (see :class:`AugmentedImages`), and
+    :meth:`_fit_images` when they learn something in ``fit``.
+    """
+
+    _parameter_constraints: dict = {}
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the transformer on a batch of images.
+
+        Parameters
+        ----------
+        X : array-like of images
+            ``(n, H, W, C)``, ``(n, C, H, W)``, ``(n, H, W)`` or flattened.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted transformer.
+        """
+        X_nchw, _ = validate_images(self, X, reset=True)
+        self._fit_images(X_nchw)
+        return self
+
+    def _fit_images(self, X_nchw: np.ndarray) -> None:
+        """Learn from channels-first training images; nothing by default."""
+
+    def transform_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Transform a channels-first float batch (any device); out of place."""
+        raise NotImplementedError
+
+    def _output_dtype(self, input_dtype: np.dtype) -> np.dtype:
+        """The dtype ``transform`` returns for ``input_dtype`` (float32 by default)."""
+        return np.dtype(np.float32)
+
+    def transform(self, X):
+        """Transform a batch of images, keeping the layout they were given in.
+
+        Parameters
+        ----------
+        X : array-like of images
+            ``(n, H, W, C)``, ``(n, C, H, W)``, ``(n, H, W)`` or flattened.
+
+        Returns
+        -------
+        X_out : ndarray
+            The transformed images in the input's layout.
+        """
+        check_is_fitted(self)
+        X_nchw, layout = validate_images(self, X, reset=False)
+        # A copy, so that the caller's (possibly read-only) array is never shared.
+        images = torch.from_numpy(np.array(X_nchw, dtype=np.float32, order="C"))
+        with torch.inference_mode():
+            transformed = self.transform_batch(images).numpy()
+        dtype = self._output_dtype(X_nchw.dtype)
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            transformed = np.clip(np.rint(transformed), info.min, info.max)
+        out_layout = type(layout)(layout.kind, tuple(transformed.shape[1:]))
+        result = out_layout.from_nchw(transformed.astype(dtype, copy=False))
+        if isinstance(X, AugmentedImages):
+            # Keep per-epoch augmentation alive through this deterministic step.
+            return X.with_post_step(result, self)
+        return result

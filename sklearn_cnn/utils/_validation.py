@@ -1,0 +1,252 @@
+"""Input validation for image batches: the one place that knows image layouts.
+
+Every estimator of the package calls :func:`validate_images`. It accepts
+
+* ``(n, H, W, C)``: channels last, what Pillow and most loaders give;
+* ``(n, C, H, W)``: channels first, what PyTorch uses;
+* ``(n, H, W)``: grayscale;
+* ``(n, H * W * C)``: flattened images (``X.reshape(n, -1)`` of channels-last
+  images), whose shape is given by ``image_shape`` or, for square grayscale
+  images, inferred.
+
+and returns a channels-first *view* of the data (no copy, dtype unchanged)
+together with an :class:`ImageLayout` that restores the caller's layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.utils.validation import validate_data
+
+# Channel counts we recognise when guessing which axis holds the channels.
+_CHANNEL_COUNTS = (1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How a batch of images was laid out by the caller.
+
+    Attributes
+    ----------
+    kind : {"nhwc", "nchw", "nhw", "flat"}
+        The layout of the caller's array.
+    image_shape : tuple of int
+        ``(channels, height, width)`` of one image.
+    """
+
+    kind: str
+    image_shape: tuple[int, int, int]
+
+    @property
+    def hwc(self) -> tuple[int, int, int]:
+        channels, height, width = self.image_shape
+        return (height, width, channels)
+
+    def to_nchw(self, X: np.ndarray) -> np.ndarray:
+        """Return a channels-first view of ``X`` (a copy only when reshaping needs one)."""
+        channels, height, width = self.image_shape
+        if self.kind == "nchw":
+            return X
+        if self.kind == "nhwc":
+            return X.transpose(0, 3, 1, 2)
+        if self.kind == "nhw":
+            return X[:, None, :, :]
+        return X.reshape(len(X), height, width, channels).transpose(0, 3, 1, 2)
+
+    def from_nchw(self, X: np.ndarray) -> np.ndarray:
+        """Put channels-first images back into this layout."""
+        if self.kind == "nchw":
+            return X
+        if self.kind == "nhwc":
+            return X.transpose(0, 2, 3, 1)
+        if self.kind == "nhw":
+            return X[:, 0]
+        return X.transpose(0, 2, 3, 1).reshape(len(X), -1)
+
+    def describe(self, n_samples: int | None = None) -> str:
+        """The shape of a batch in this layout, as the caller would write it."""
+        channels, height, width = self.image_shape
+        n = "n" if n_samples is None else str(n_samples)
+        shapes = {
+            "nhwc": f"({n}, {height}, {width}, {channels})",
+            "nchw": f"({n}, {channels}, {height}, {width})",
+            "nhw": f"({n}, {height}, {width})",
+            "flat": f"({n}, {height * width * channels})",
+        }
+        return shapes[self.kind]
+
+
+def _normalize_image_shape(image_shape) -> tuple[int, int, int] | None:
+    """``(H, W)`` or ``(H, W, C)`` -> ``(C, H, W)``."""
+    if image_shape is None:
+        return None
+    shape = tuple(int(side) for side in image_shape)
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(
+            "image_shape must be (height, width) or (height, width, channels) "
+            f"with positive sides; got {image_shape!r}."
+        )
+    height, width, channels = shape
+    return (channels, height, width)
+
+
+def _infer_layout(
+    X: np.ndarray,
+    image_shape: tuple[int, int, int] | None,
+    fitted_shape: tuple[int, int, int] | None,
+) -> ImageLayout:
+    """Work out the layout of a validated array (ndim already checked)."""
+    known = image_shape or fitted_shape
+    if X.ndim == 2:
+        n_features = X.shape[1]
+        if known is not None:
+            if math.prod(known) != n_features:
+                channels, height, width = known
+                raise ValueError(
+                    f"X has {n_features} features per sample, but images of "
+                    f"shape (height, width, channels) = ({height}, {width}, "
+                    f"{channels}) have {math.prod(known)}. Pass image_shape that "
+                    "matches the flattened images, or pass X as "
+                    "(n_samples, height, width, channels)."
+                )
+            return ImageLayout("flat", known)
+        side = math.isqrt(n_features)
+        if side * side == n_features:
+            return ImageLayout("flat", (1, side, side))
+        # Not square: one row of pixels, so tabular data still works.
+        return ImageLayout("flat", (1, 1, n_features))
+    if X.ndim == 3:
+        return ImageLayout("nhw", (1, X.shape[1], X.shape[2]))
+    # 4-D: find the channel axis.
+    _, d1, d2, d3 = X.shape
+    as_nhwc, as_nchw = (d3, d1, d2), (d1, d2, d3)
+    if known is not None:
+        if as_nhwc == known:
+            return ImageLayout("nhwc", known)
+        if as_nchw == known:
+            return ImageLayout("nchw", known)
+        channels, height, width = known
+        raise ValueError(
+            f"X has images of shape {X.shape[1:]}, but "
+            + (
+                "this model was fitted on images of"
+                if image_shape is None
+                else "image_shape says"
+            )
+            + f" shape (height, width, channels) = ({height}, {width}, {channels})"
+            f", that is {(height, width, channels)} channels last or "
+            f"{(channels, height, width)} channels first."
+            + (
+                " Resize the images (sklearn_cnn.preprocessing.ImageResizer) or "
+                "refit the model."
+                if image_shape is None
+                else ""
+            )
+        )
+    last_is_channel = d3 in _CHANNEL_COUNTS
+    first_is_channel = d1 in _CHANNEL_COUNTS
+    if last_is_channel and not first_is_channel:
+        return ImageLayout("nhwc", as_nhwc)
+    if first_is_channel and not last_is_channel:
+        return ImageLayout("nchw", as_nchw)
+    raise ValueError(
+        f"Cannot tell which axis of images of shape {X.shape[1:]} holds the "
+        "channels. State it with image_shape=(height, width, channels), for "
+        f"example image_shape={(d1, d2, d3)} for channels-last images or "
+        f"image_shape={(d2, d3, d1)} for channels-first images."
+    )
+
+
+def validate_images(
+    estimator,
+    X,
+    y=None,
+    *,
+    reset: bool,
+    image_shape=None,
+):
+    """Validate a batch of images (and labels) for ``estimator``.
+
+    Parameters
+    ----------
+    estimator : estimator instance
+        Receives ``n_features_in_``, ``image_shape_`` (height, width, channels)
+        and ``feature_names_in_`` when ``reset=True``; its ``image_shape_`` is
+        checked when ``reset=False``.
+    X : array-like
+        Images in any supported layout.
+    y : array-like or None
+        Labels, validated together with ``X`` when given.
+    reset : bool
+        True in ``fit``: record the input's shape. False afterwards: check it.
+    image_shape : tuple or None
+        The estimator's ``image_shape`` parameter, ``(H, W)`` or ``(H, W, C)``.
+
+    Returns
+    -------
+    X_nchw : ndarray of shape (n_samples, channels, height, width)
+        A view of the validated data; its dtype is the caller's (uint8 stays
+        uint8, float64 stays float64: conversion happens batch by batch).
+    layout : ImageLayout
+        The caller's layout, to put transformed images back.
+    y : ndarray or None
+        The validated labels, when ``y`` was given.
+    """
+    check_params = dict(
+        accept_sparse=False,
+        dtype="numeric",
+        ensure_2d=False,
+        allow_nd=True,
+        ensure_all_finite=True,
+        ensure_min_samples=1,
+    )
+    if y is None:
+        X = validate_data(estimator, X, reset=reset, **check_params)
+    else:
+        X, y = validate_data(estimator, X, y, reset=reset, **check_params)
+    if X.ndim == 1:
+        raise ValueError(
+            "Expected images, got a 1D array of shape "
+            f"{X.shape} instead. Reshape your data either using X.reshape(-1, 1) "
+            "if your data has a single feature or X.reshape(1, -1) if it contains "
+            "a single sample; images go as (n_samples, height, width, channels)."
+        )
+    if X.ndim > 4:
+        raise ValueError(
+            "Expected images as (n_samples, height, width, channels), "
+            "(n_samples, channels, height, width), (n_samples, height, width) or "
+            f"flattened (n_samples, height * width * channels); got a {X.ndim}D "
+            f"array of shape {X.shape}."
+        )
+    if 0 in X.shape[1:]:
+        raise ValueError(
+            f"Found an image dimension of size 0 in X of shape {X.shape}; "
+            "images need at least one pixel and one channel."
+        )
+    if np.iscomplexobj(X):
+        raise ValueError("Complex data not supported; pass real-valued pixels.")
+    if X.dtype == np.bool_:
+        X = X.astype(np.float32)
+    fitted_shape = None if reset else _normalize_image_shape(estimator.image_shape_)
+    if not reset and X.ndim == 2 and fitted_shape is not None:
+        n_expected = math.prod(fitted_shape)
+        if X.shape[1] != n_expected:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(estimator).__name__} is "
+                f"expecting {n_expected} features as input."
+            )
+    layout = _infer_layout(
+        X, None if not reset else _normalize_image_shape(image_shape), fitted_shape
+    )
+    if reset:
+        estimator.n_features_in_ = math.prod(layout.image_shape)
+        estimator.image_shape_ = layout.hwc
+    X_nchw = layout.to_nchw(X)
+    if y is None:
+        return X_nchw, layout
+    return X_nchw, layout, y
