@@ -693,7 +693,8 @@ default='adam'
         y_pred : ndarray of shape (n_samples,)
             Labels from ``classes_`` (the original labels, not indices).
         """
-        return self.classes_[np.argmax(self._logits(X), axis=1)]
+        logits = self._logits(X)
+        return self.classes_[np.argmax(logits, axis=1)]
 
     # -- persistence and tags --------------------------------------------------------
     def __setstate__(self, state):

@@ -154,6 +154,9 @@ def _infer_layout(
         return ImageLayout("nhwc", as_nhwc)
     if first_is_channel and not last_is_channel:
         return ImageLayout("nchw", as_nchw)
+    if last_is_channel and first_is_channel and (d1 == d2) != (d2 == d3):
+        # Both axes could hold channels; only one reading gives square images.
+        return ImageLayout("nhwc", as_nhwc) if d1 == d2 else ImageLayout("nchw", as_nchw)
     raise ValueError(
         f"Cannot tell which axis of images of shape {X.shape[1:]} holds the "
         "channels. State it with image_shape=(height, width, channels), for "
@@ -165,7 +168,7 @@ def _infer_layout(
 def validate_images(
     estimator,
     X,
-    y=None,
+    y="no_validation",
     *,
     reset: bool,
     image_shape=None,
@@ -180,8 +183,9 @@ def validate_images(
         checked when ``reset=False``.
     X : array-like
         Images in any supported layout.
-    y : array-like or None
-        Labels, validated together with ``X`` when given.
+    y : array-like, None or "no_validation"
+        Labels, validated together with ``X``; None raises the error
+        scikit-learn gives for a missing target of a supervised estimator.
     reset : bool
         True in ``fit``: record the input's shape. False afterwards: check it.
     image_shape : tuple or None
@@ -205,10 +209,11 @@ def validate_images(
         ensure_all_finite=True,
         ensure_min_samples=1,
     )
-    if y is None:
-        X = validate_data(estimator, X, reset=reset, **check_params)
-    else:
+    validate_y = not (isinstance(y, str) and y == "no_validation")
+    if validate_y:
         X, y = validate_data(estimator, X, y, reset=reset, **check_params)
+    else:
+        X = validate_data(estimator, X, reset=reset, **check_params)
     if X.ndim == 1:
         raise ValueError(
             "Expected images, got a 1D array of shape "
@@ -247,6 +252,6 @@ def validate_images(
         estimator.n_features_in_ = math.prod(layout.image_shape)
         estimator.image_shape_ = layout.hwc
     X_nchw = layout.to_nchw(X)
-    if y is None:
+    if not validate_y:
         return X_nchw, layout
     return X_nchw, layout, y

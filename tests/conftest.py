@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+import torch
+
+# Tests run on 2 CPU cores next to each other: one torch thread each is fastest.
+torch.set_num_threads(1)
+
+
+def make_images(n_samples=60, size=8, channels=3, seed=0, labels=("cat", "dog")):
+    """Tiny uint8 images whose class is which half of the image is brighter."""
+    rng = np.random.RandomState(seed)
+    X = rng.randint(0, 120, size=(n_samples, size, size, channels)).astype(np.uint8)
+    y_index = np.arange(n_samples) % len(labels)
+    half = max(size // 2, 1)
+    for i, k in enumerate(y_index):
+        if k == 1:
+            X[i, :, :half] += 120
+        elif k == 2:
+            X[i, :half] += 120
+        else:
+            X[i, :, half:] += 120
+    return X, np.asarray(labels)[y_index]
+
+
+@pytest.fixture
+def images():
+    return make_images()
+
+
+# Small and quick, but enough to learn the tiny images above.
+FAST = dict(
+    filters=(8,), dense_units=16, epochs=2, batch_size=16, lr=0.01, random_state=0
+)
