@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
+import os
 import warnings
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +23,7 @@ from ._training import (
     BatchPreparer,
     ImageData,
     ImageNeuralNet,
+    TrainingCheckpoint,
     _EpochProgressBar,
     _StoppingEarly,
     predict_logits,
@@ -46,6 +50,9 @@ _OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, {}),
     "sgd": (torch.optim.SGD, {"momentum": 0.9}),
 }
+
+# Autocast dtypes of a fitted net by the names save_model writes.
+_AUTOCAST_DTYPES = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class CNNImageClassifier(ClassifierMixin, BaseEstimator):
@@ -133,6 +140,13 @@ default='adam'
         from ``X.reshape(n, -1)``), or to say which axis holds the channels of an
         ambiguous 4-D array. Without it, flattened rows of a square length are
         taken as square grayscale images, other lengths as a single row.
+    checkpoint : str, path-like or None, default=None
+        A folder where the training state (weights, optimizer state, history)
+        is saved after every epoch, atomically. A later ``fit`` with the same
+        parameters (``epochs`` aside) on the same data resumes from it: a fit of
+        3 epochs followed by ``set_params(epochs=6).fit(X, y)`` trains epochs 4
+        to 6. Each combination of parameters and data gets its own file, so
+        parallel fits in a search never share one.
 
     Attributes
     ----------
@@ -201,6 +215,7 @@ default='adam'
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "image_shape": [tuple, list, None],
+        "checkpoint": [str, os.PathLike, None],
     }
 
     def __init__(
@@ -228,6 +243,7 @@ default='adam'
         random_state=None,
         verbose=0,
         image_shape=None,
+        checkpoint=None,
     ):
         self.filters = filters
         self.kernel_size = kernel_size
@@ -251,6 +267,7 @@ default='adam'
         self.random_state = random_state
         self.verbose = verbose
         self.image_shape = image_shape
+        self.checkpoint = checkpoint
 
     # -- fitting ---------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
@@ -342,10 +359,17 @@ default='adam'
                 )
 
         device = resolve_device(self.device)
+        checkpoint_path = self._checkpoint_path(train_images, y_encoded)
+        resumed = None
+        if not continuing and checkpoint_path is not None and checkpoint_path.exists():
+            resumed = TrainingCheckpoint.load(checkpoint_path)
         seed = resolve_seed(self.random_state)
         if continuing:
             # Continue the random streams rather than repeat the first epochs'.
             seed += self.n_iter_
+        elif resumed is not None:
+            seed += len(resumed["history"])
+            epochs = max(self.epochs - len(resumed["history"]), 0)
         init_seed, shuffle_seed, augment_seed, split_seed = derive_seeds(seed, 4)
         autocast_dtype = resolve_precision(self.precision, device)
         channels_last = autocast_dtype is not None
@@ -375,13 +399,18 @@ default='adam'
             else:
                 net = self._build_net(classes_, y_encoded, device)
                 net.initialize()
+                if resumed is not None:
+                    TrainingCheckpoint.restore(net, resumed)
+            if checkpoint_path is not None:
+                dict(net.callbacks_)["checkpoint"].path = checkpoint_path
             net.batch_preparer = fit_preparer
             net.autocast_dtype = autocast_dtype
             net.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
             net.train_split = _HeldOut(valid_data) if valid_data is not None else None
             self.net_ = net
             try:
-                net.partial_fit(train_data, train_data.y, epochs=epochs)
+                if epochs > 0:
+                    net.partial_fit(train_data, train_data.y, epochs=epochs)
             except torch.cuda.OutOfMemoryError as error:
                 raise MemoryError(
                     "CUDA ran out of memory training with batch_size="
@@ -428,6 +457,23 @@ default='adam'
                 )
             augmenters.append(self.augment)
         return augmenters, post_steps, source
+
+    def _checkpoint_path(self, images, y_encoded):
+        """One file per combination of parameters and data (None: no checkpoints)."""
+        if self.checkpoint is None:
+            return None
+        ignored = {"epochs", "verbose", "checkpoint", "warm_start", "device"}
+        params = sorted(
+            (key, repr(value))
+            for key, value in self.get_params(deep=False).items()
+            if key not in ignored
+        )
+        digest = hashlib.sha256(repr(params).encode())
+        digest.update(repr((images.shape, str(images.dtype))).encode())
+        for start in range(0, len(images), 1024):
+            digest.update(np.ascontiguousarray(images[start : start + 1024]).data)
+        digest.update(np.ascontiguousarray(y_encoded).data)
+        return Path(self.checkpoint) / f"cnn-{digest.hexdigest()[:20]}.pt"
 
     def _check_filters(self):
         filters = self.filters
@@ -513,6 +559,9 @@ default='adam'
             )
         if self.verbose:
             callbacks.append(("progress_bar", _EpochProgressBar()))
+        if self.checkpoint is not None:
+            # The path depends on the data; fit sets it before training.
+            callbacks.append(("checkpoint", TrainingCheckpoint(self.checkpoint)))
         return ImageNeuralNet(
             module,
             criterion=torch.nn.CrossEntropyLoss,
@@ -697,6 +746,53 @@ default='adam'
         return self.classes_[np.argmax(logits, axis=1)]
 
     # -- persistence and tags --------------------------------------------------------
+    def _prediction_settings(self) -> dict:
+        """How ``net_`` prepares prediction batches, as JSON values for save_model."""
+        autocast = self.net_.autocast_dtype
+        names = {dtype: name for name, dtype in _AUTOCAST_DTYPES.items()}
+        return {
+            "scale_uint8": bool(self.net_.batch_preparer.scale_uint8),
+            "channels_last": bool(self.net_.batch_preparer.channels_last),
+            "autocast_dtype": names[autocast],
+        }
+
+    def _restore_net(self, settings: dict, device: torch.device) -> None:
+        """Re-create ``net_`` on ``device`` from the fitted attributes, for load_model.
+
+        ``classes_``, ``image_shape_`` and ``history_`` must be set, and
+        ``settings`` must come from :meth:`_prediction_settings`. The network gets
+        fresh weights: the caller loads the saved ones into ``net_.module_`` and
+        ``net_.criterion_``.
+        """
+        flags = (settings.get("scale_uint8"), settings.get("channels_last"))
+        autocast = settings.get("autocast_dtype")
+        if not all(isinstance(flag, bool) for flag in flags) or (
+            autocast not in _AUTOCAST_DTYPES
+        ):
+            raise ValueError(
+                "The prediction settings must hold booleans scale_uint8 and "
+                "channels_last and an autocast_dtype in "
+                f"{sorted(_AUTOCAST_DTYPES, key=str)}; got {settings!r}."
+            )
+        with isolated_torch_rng(0, device):
+            # Balanced class weights need the training labels: the saved criterion
+            # state replaces these placeholder weights.
+            net = self._build_net(self.classes_, np.arange(len(self.classes_)), device)
+            net.initialize()
+        for row in self.history_:
+            net.history.new_epoch()
+            for key, value in row.items():
+                net.history.record(key, value)
+        scale_uint8, channels_last = flags
+        net.batch_preparer = BatchPreparer(
+            source_is_uint8=scale_uint8,
+            scale_uint8=scale_uint8,
+            channels_last=channels_last,
+        )
+        net.autocast_dtype = _AUTOCAST_DTYPES[autocast]
+        self.net_ = net
+        self.device_ = str(device)
+
     def __setstate__(self, state):
         super().__setstate__(state)
         device = getattr(self, "device_", None)

@@ -8,6 +8,27 @@ import torch
 from torch import nn
 
 
+class _BatchNorm2d(nn.BatchNorm2d):
+    """Batch norm that also trains on a batch holding one value per channel.
+
+    A single 1x1 image has no batch statistics; such a batch is normalized with
+    the running statistics instead of failing, and leaves them unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.numel() == x.size(1):
+            return nn.functional.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                training=False,
+                eps=self.eps,
+            )
+        return super().forward(x)
+
+
 class ConvNet(nn.Module):
     """The brief's Conv -> Pool -> Fully connected -> Softmax network.
 
@@ -55,7 +76,7 @@ class ConvNet(nn.Module):
                 nn.Conv2d(
                     channels, n_filters, kernel_size, padding="same", bias=False
                 ),
-                nn.BatchNorm2d(n_filters),
+                _BatchNorm2d(n_filters),
                 nn.ReLU(inplace=True),
             ]
             # Pool only while there is something left to pool: 1x1 images still work.

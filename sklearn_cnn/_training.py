@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +27,7 @@ from skorch.callbacks import (
     PrintLog,
 )
 from skorch.dataset import unpack_data
+from skorch.history import History
 
 # Keep a whole training set on the GPU when it takes at most this share of free memory.
 _GPU_RESIDENT_FRACTION = 0.25
@@ -245,6 +249,81 @@ class _EpochProgressBar(Callback):
         self.bar_.close()
 
 
+class TrainingCheckpoint(Callback):
+    """Saves the training state after every epoch, atomically, to one file.
+
+    The file holds the network's and the optimizer's state and the history, as
+    tensors and plain containers: it loads with ``torch.load(weights_only=True)``,
+    which runs no code from the file.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_epoch_end(self, net, **kwargs):
+        state = {
+            "module": net.module_.state_dict(),
+            "optimizer": net.optimizer_.state_dict(),
+            "history": _plain_history(net.history),
+        }
+        write_atomically(self.path, state)
+
+    @staticmethod
+    def load(path: Path) -> dict:
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    @staticmethod
+    def restore(net: ImageNeuralNet, state: dict) -> None:
+        """Put a loaded training state back into an initialized net."""
+        net.module_.load_state_dict(state["module"])
+        net.optimizer_.load_state_dict(state["optimizer"])
+        net.history = History(state["history"])
+
+
+def _plain_history(history) -> list[dict]:
+    """The history as builtin types only (what ``weights_only`` loading allows)."""
+    plain = []
+    for row in history:
+        plain.append(
+            {
+                key: (
+                    [
+                        {k: _plain(v) for k, v in batch.items()}
+                        for batch in value
+                    ]
+                    if key == "batches"
+                    else _plain(value)
+                )
+                for key, value in row.items()
+            }
+        )
+    return plain
+
+
+def _plain(value):
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def write_atomically(path: Path, state: dict) -> None:
+    """Write ``state`` so that a failure mid-write keeps the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(state, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
 class _StoppingEarly(EarlyStopping):
     """skorch's EarlyStopping, raising our own exception instead of KeyboardInterrupt."""
 
@@ -342,7 +421,8 @@ class ImageNeuralNet(NeuralNetClassifier):
         loss = self.get_loss(y_pred, yi, X=Xi, training=True)
         if not torch.isfinite(loss):
             epoch = len(self.history)
-            batch_number = len(self.history[-1, "batches"]) + 1 if epoch else 1
+            # skorch opens the batch's history row before the step.
+            batch_number = len(self.history[-1, "batches"]) if epoch else 1
             raise TrainingDivergedError(
                 f"The training loss became {loss.item()} in epoch {epoch}, batch "
                 f"{batch_number}; training stopped before the optimizer applied it. "
