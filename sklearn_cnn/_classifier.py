@@ -455,6 +455,9 @@ default='adam'
                     "augment=... cannot be combined with Pipeline steps between an "
                     "augmenter and the classifier; put all augmenters in one place."
                 )
+            # Check the augmenter's own parameters now, not at the first batch.
+            self.augment._validate_params()
+            self.augment._check_params()
             augmenters.append(self.augment)
         return augmenters, post_steps, source
 
@@ -536,7 +539,9 @@ default='adam'
 
     def _build_net(self, classes_, y_encoded, device):
         channels, height, width = self._image_chw()
-        module, module_kwargs = self._module_spec(channels, len(classes_), height, width)
+        module, module_kwargs = self._module_spec(
+            channels, len(classes_), height, width
+        )
         optimizer, optimizer_kwargs = self._optimizer_spec()
         criterion_kwargs = {}
         if self.class_weight is not None:

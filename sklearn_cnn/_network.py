@@ -73,9 +73,7 @@ class ConvNet(nn.Module):
         channels = in_channels
         for n_filters in filters:
             blocks += [
-                nn.Conv2d(
-                    channels, n_filters, kernel_size, padding="same", bias=False
-                ),
+                nn.Conv2d(channels, n_filters, kernel_size, padding="same", bias=False),
                 _BatchNorm2d(n_filters),
                 nn.ReLU(inplace=True),
             ]

@@ -130,7 +130,11 @@ class BatchIterator:
         n = len(self.data)
         starts = list(range(0, n, self.batch_size))
         bounds = [(start, min(start + self.batch_size, n)) for start in starts]
-        if self.merge_singleton and len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        if (
+            self.merge_singleton
+            and len(bounds) > 1
+            and bounds[-1][1] - bounds[-1][0] == 1
+        ):
             bounds[-2] = (bounds[-2][0], n)
             bounds.pop()
         return bounds
@@ -152,7 +156,9 @@ class BatchIterator:
             else:
                 index = order[start:stop]
                 batch = images[index]
-                batch_labels = None if labels is None else labels[index.to(labels.device)]
+                batch_labels = (
+                    None if labels is None else labels[index.to(labels.device)]
+                )
             batch = batch.to(self.device, non_blocking=non_blocking)
             if batch_labels is not None:
                 batch_labels = batch_labels.to(self.device, non_blocking=non_blocking)
@@ -287,10 +293,7 @@ def _plain_history(history) -> list[dict]:
         plain.append(
             {
                 key: (
-                    [
-                        {k: _plain(v) for k, v in batch.items()}
-                        for batch in value
-                    ]
+                    [{k: _plain(v) for k, v in batch.items()} for batch in value]
                     if key == "batches"
                     else _plain(value)
                 )
@@ -325,7 +328,7 @@ def write_atomically(path: Path, state: dict) -> None:
 
 
 class _StoppingEarly(EarlyStopping):
-    """skorch's EarlyStopping, raising our own exception instead of KeyboardInterrupt."""
+    """skorch's EarlyStopping raising our own exception, not KeyboardInterrupt."""
 
     def on_epoch_end(self, net, **kwargs):
         try:
@@ -382,8 +385,8 @@ class ImageNeuralNet(NeuralNetClassifier):
     def get_iterator(self, dataset, training=False):
         if not isinstance(dataset, ImageData):
             return super().get_iterator(dataset, training=training)
-        batch_size = self.batch_size if training else _inference_batch_size(
-            self.batch_size
+        batch_size = (
+            self.batch_size if training else _inference_batch_size(self.batch_size)
         )
         return BatchIterator(
             dataset,

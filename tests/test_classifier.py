@@ -292,7 +292,7 @@ def test_skorch_callbacks_pass_through(images):
     assert dict(clf.net_.callbacks_)["count"].epochs_seen == 3
 
 
-# -- reproducibility and state ----------------------------------------------------------
+# -- reproducibility and state --------------------------------------------
 def test_same_seed_same_model_different_seed_different_model(images):
     X, y = images
     a = fast(random_state=1).fit(X, y).predict_proba(X)
@@ -306,13 +306,13 @@ def test_fit_leaves_global_random_state_alone(images):
     X, y = images
     torch_state, numpy_state, python_state = (
         torch.get_rng_state(),
-        np.random.get_state(),
+        np.random.get_state(),  # noqa: NPY002 (the legacy global state is the point)
         random.getstate(),
     )
     fast(random_state=None, early_stopping=True).fit(X, y)
     fast(random_state=0).fit(X, y)
     assert torch.equal(torch.get_rng_state(), torch_state)
-    after = np.random.get_state()
+    after = np.random.get_state()  # noqa: NPY002
     assert all(np.array_equal(a, b) for a, b in zip(after, numpy_state))
     assert random.getstate() == python_state
 

@@ -153,7 +153,9 @@ def test_ctrl_c_keeps_completed_epochs_and_propagates(images, batch, epochs_kept
 def test_ctrl_c_stops_a_grid_search(images):
     X, y = images
     search = GridSearchCV(
-        fast(epochs=3, callbacks=[("stop", _InterruptAt(2))]), {"lr": [0.01, 0.02]}, cv=2
+        fast(epochs=3, callbacks=[("stop", _InterruptAt(2))]),
+        {"lr": [0.01, 0.02]},
+        cv=2,
     )
     with pytest.raises(KeyboardInterrupt):
         search.fit(X, y)
@@ -165,7 +167,9 @@ class _DivergingNet(torch.nn.Module):
 
     def __init__(self, in_channels, n_classes, image_size, diverge_at=3):
         super().__init__()
-        self.linear = torch.nn.Linear(in_channels * image_size[0] * image_size[1], n_classes)
+        self.linear = torch.nn.Linear(
+            in_channels * image_size[0] * image_size[1], n_classes
+        )
         self.diverge_at = diverge_at
         self.calls = 0
 
@@ -208,7 +212,9 @@ class _OutOfMemoryNet(torch.nn.Module):
 
     def __init__(self, in_channels, n_classes, image_size, limit=8):
         super().__init__()
-        self.linear = torch.nn.Linear(in_channels * image_size[0] * image_size[1], n_classes)
+        self.linear = torch.nn.Linear(
+            in_channels * image_size[0] * image_size[1], n_classes
+        )
         self.limit = limit
         self.batch_sizes = []
 
@@ -285,7 +291,7 @@ def test_parallel_fits_never_share_a_checkpoint(images, tmp_path):
     assert len(list(tmp_path.glob("*.pt"))) == 5
 
 
-# -- reproducibility ---------------------------------------------------------------------
+# -- reproducibility ------------------------------------------------------
 def test_same_seed_bitwise_identical_with_augmentation_and_validation(images):
     from sklearn_cnn.augmentation import RandomHorizontalFlip
 

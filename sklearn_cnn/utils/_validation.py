@@ -46,7 +46,7 @@ class ImageLayout:
         return (height, width, channels)
 
     def to_nchw(self, X: np.ndarray) -> np.ndarray:
-        """Return a channels-first view of ``X`` (a copy only when reshaping needs one)."""
+        """A channels-first view of ``X`` (a copy only where reshaping needs one)."""
         channels, height, width = self.image_shape
         if self.kind == "nchw":
             return X
@@ -156,7 +156,9 @@ def _infer_layout(
         return ImageLayout("nchw", as_nchw)
     if last_is_channel and first_is_channel and (d1 == d2) != (d2 == d3):
         # Both axes could hold channels; only one reading gives square images.
-        return ImageLayout("nhwc", as_nhwc) if d1 == d2 else ImageLayout("nchw", as_nchw)
+        return (
+            ImageLayout("nhwc", as_nhwc) if d1 == d2 else ImageLayout("nchw", as_nchw)
+        )
     raise ValueError(
         f"Cannot tell which axis of images of shape {X.shape[1:]} holds the "
         "channels. State it with image_shape=(height, width, channels), for "
