@@ -14,7 +14,7 @@ from ._images import AugmentedImages
 
 
 def images_to_tensor(X_nchw: np.ndarray) -> torch.Tensor:
-    """A float32 tensor of a channels-first batch (a copy: the caller's data is kept)."""
+    """A float32 copy of a channels-first batch, so the caller's data is kept."""
     return torch.from_numpy(np.array(X_nchw, dtype=np.float32, order="C", copy=True))
 
 

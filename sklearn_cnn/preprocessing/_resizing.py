@@ -1,0 +1,102 @@
+"""Batched, antialiased resizing of images."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as tv_functional
+
+from ..utils._sklearn_private import Interval, StrOptions
+from ._base import BaseImageTransformer
+
+
+class ImageResizer(BaseImageTransformer):
+    """Resize a batch of images to a fixed height and width, antialiased.
+
+    For data whose image size differs from what a network expects. The whole
+    batch is resized at once with :func:`torchvision.transforms.v2.functional.resize`.
+    The dtype and layout of the input are kept: uint8 images come back as uint8
+    (rounded), float32 as float32. Shrinking is antialiased, so fine patterns
+    do not turn into moiré.
+
+    Parameters
+    ----------
+    size : int or tuple of (int, int), default=(224, 224)
+        ``(height, width)`` of the output images; an int gives square images.
+    interpolation : {"bilinear", "bicubic", "nearest"}, default="bilinear"
+        How new pixel values are computed. "nearest" is never antialiased.
+    antialias : bool, default=True
+        Whether to low-pass filter when shrinking (bilinear and bicubic only).
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of values per input image (height * width * channels).
+    image_shape_ : tuple of int
+        ``(height, width, channels)`` of the images seen in ``fit``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cnn.preprocessing import ImageResizer
+    >>> X = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    >>> X_small = ImageResizer(size=16).fit_transform(X)
+    >>> X_small.shape, X_small.dtype
+    ((2, 16, 16, 3), dtype('uint8'))
+    """
+
+    _parameter_constraints: dict = {
+        "size": [Interval(Integral, 1, None, closed="left"), tuple],
+        "interpolation": [StrOptions({"bilinear", "bicubic", "nearest"})],
+        "antialias": ["boolean"],
+    }
+
+    def __init__(self, size=(224, 224), *, interpolation="bilinear", antialias=True):
+        self.size = size
+        self.interpolation = interpolation
+        self.antialias = antialias
+
+    def _output_size(self) -> list[int]:
+        if isinstance(self.size, Integral):
+            return [int(self.size), int(self.size)]
+        if len(self.size) != 2 or not all(
+            isinstance(side, Integral) and side >= 1 for side in self.size
+        ):
+            raise ValueError(
+                "size must be an int or a (height, width) pair of positive ints; "
+                f"got size={self.size!r}."
+            )
+        return [int(side) for side in self.size]
+
+    def _fit_images(self, X_nchw: np.ndarray) -> None:
+        self._output_size()
+
+    def _output_dtype(self, input_dtype: np.dtype) -> np.dtype:
+        return np.dtype(input_dtype)
+
+    def transform_batch(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize a channels-first float batch (out of place).
+
+        Parameters
+        ----------
+        images : Tensor of shape (n_samples, channels, height, width)
+            Floating-point images on any device.
+
+        Returns
+        -------
+        Tensor of shape (n_samples, channels, *size), same dtype and device.
+        """
+        return tv_functional.resize(
+            images,
+            self._output_size(),
+            interpolation=InterpolationMode(self.interpolation),
+            antialias=self.antialias,
+        )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32", "uint8"]
+        return tags
