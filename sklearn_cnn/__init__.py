@@ -1,7 +1,8 @@
 """sklearn-cnn: convolutional image classifiers with scikit-learn's manners."""
 
 from ._classifier import CNNImageClassifier
+from ._persistence import load_model, save_model
 
 __version__ = "0.1.0"
 
-__all__ = ["CNNImageClassifier", "__version__"]
+__all__ = ["CNNImageClassifier", "__version__", "load_model", "save_model"]
