@@ -154,7 +154,7 @@ default='adam'
         Class labels, in the order of ``predict_proba``'s columns.
     n_features_in_ : int
         Number of values per image (height * width * channels).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features, when ``X`` was a DataFrame with string columns.
     image_shape_ : tuple of int
         ``(height, width, channels)`` of the training images.
@@ -395,7 +395,10 @@ default='adam'
         with isolated_torch_rng(init_seed, device):
             if continuing:
                 net = self.net_
-                net.set_params(verbose=self.verbose)
+                # Parameters may have changed since the last fit (early
+                # stopping, verbosity, checkpoints): their callbacks follow.
+                net.set_params(verbose=self.verbose, callbacks=self._callbacks())
+                net.initialize_callbacks()
             else:
                 net = self._build_net(classes_, y_encoded, device)
                 net.initialize()
@@ -548,6 +551,25 @@ default='adam'
             criterion_kwargs["criterion__weight"] = torch.as_tensor(
                 self._class_weights(classes_, y_encoded), dtype=torch.float32
             )
+        return ImageNeuralNet(
+            module,
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=optimizer,
+            lr=self.lr,
+            max_epochs=self.epochs,
+            batch_size=self.batch_size,
+            train_split=None,
+            callbacks=self._callbacks() or None,
+            device=str(device),
+            verbose=self.verbose,
+            classes=np.arange(len(classes_)),
+            **module_kwargs,
+            **optimizer_kwargs,
+            **criterion_kwargs,
+        )
+
+    def _callbacks(self):
+        """The user's callbacks plus those our parameters ask for."""
         callbacks = list(self.callbacks or [])
         if self.early_stopping:
             callbacks.append(
@@ -567,22 +589,7 @@ default='adam'
         if self.checkpoint is not None:
             # The path depends on the data; fit sets it before training.
             callbacks.append(("checkpoint", TrainingCheckpoint(self.checkpoint)))
-        return ImageNeuralNet(
-            module,
-            criterion=torch.nn.CrossEntropyLoss,
-            optimizer=optimizer,
-            lr=self.lr,
-            max_epochs=self.epochs,
-            batch_size=self.batch_size,
-            train_split=None,
-            callbacks=callbacks or None,
-            device=str(device),
-            verbose=self.verbose,
-            classes=np.arange(len(classes_)),
-            **module_kwargs,
-            **optimizer_kwargs,
-            **criterion_kwargs,
-        )
+        return callbacks
 
     def _image_chw(self):
         height, width, channels = self.image_shape_

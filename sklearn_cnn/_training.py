@@ -13,6 +13,7 @@ import contextlib
 import multiprocessing
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -236,7 +237,11 @@ class _EpochProgressBar(Callback):
     def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         from tqdm.auto import tqdm
 
-        in_worker = multiprocessing.current_process().name != "MainProcess"
+        # Parallel fits (joblib, Dask, threads) would print a storm of bars.
+        in_worker = (
+            multiprocessing.current_process().name != "MainProcess"
+            or threading.current_thread() is not threading.main_thread()
+        )
         n_batches = len(net.get_iterator(dataset_train, training=True))
         self.bar_ = tqdm(
             total=n_batches,

@@ -393,3 +393,13 @@ def test_pipeline_split_cross_validation_and_clone(images):
     cloned = clone(fast().fit(X, y))
     assert not hasattr(cloned, "net_")
     assert cloned.get_params() == fast().get_params()
+
+
+def test_warm_start_follows_changed_parameters(images):
+    X, y = images
+    clf = fast(warm_start=True, early_stopping=True).fit(X, y)
+    clf.set_params(early_stopping=False).fit(X, y)
+    assert "valid_loss" not in clf.history_[-1]
+    clf.set_params(early_stopping=True).fit(X, y)
+    assert clf.n_iter_ == 6
+    assert "valid_loss" in clf.history_[-1]

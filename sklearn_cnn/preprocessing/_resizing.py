@@ -87,7 +87,8 @@ class ImageResizer(BaseImageTransformer):
 
         Returns
         -------
-        Tensor of shape (n_samples, channels, *size), same dtype and device.
+        Tensor of shape (n_samples, channels, height, width)
+            Resized to ``(height, width) = size``; same dtype and device.
         """
         return tv_functional.resize(
             images,
