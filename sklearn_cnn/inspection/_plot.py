@@ -1,0 +1,207 @@
+"""Plots of a fitted classifier: training history and predictions on images."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+
+def _pyplot(function_name: str):
+    """matplotlib.pyplot, or an ImportError saying how to get it."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(
+            f"{function_name} needs matplotlib, which is not installed. Install it "
+            "with: pip install 'sklearn-cnn[plot]'"
+        ) from error
+    return plt
+
+
+def _final_classifier(estimator):
+    return estimator[-1] if isinstance(estimator, Pipeline) else estimator
+
+
+def plot_history(estimator, ax=None):
+    """Plot the loss and the accuracy per epoch of a fitted classifier.
+
+    Draws the training curves from ``history_``: the training loss and accuracy,
+    and the validation loss and accuracy when training held out a validation
+    split (``early_stopping=True``).
+
+    Parameters
+    ----------
+    estimator : CNNImageClassifier or Pipeline
+        A fitted :class:`~sklearn_cnn.CNNImageClassifier`, or a fitted Pipeline
+        whose last step is one.
+    ax : sequence of two matplotlib Axes, default=None
+        Where to draw the loss and the accuracy. None creates a new figure with
+        two side-by-side Axes.
+
+    Returns
+    -------
+    axes : ndarray of shape (2,) of matplotlib Axes
+        The loss Axes and the accuracy Axes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cnn import CNNImageClassifier
+    >>> from sklearn_cnn.inspection import plot_history
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randint(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
+    >>> y = np.array(["cat", "dog"] * 10)
+    >>> clf = CNNImageClassifier(filters=(4,), epochs=3, random_state=0).fit(X, y)
+    >>> loss_ax, accuracy_ax = plot_history(clf)
+    >>> loss_ax.get_ylabel(), len(loss_ax.lines[0].get_xdata())
+    ('loss', 3)
+    """
+    plt = _pyplot("plot_history")
+    classifier = _final_classifier(estimator)
+    check_is_fitted(classifier)
+    history = getattr(classifier, "history_", None)
+    if not history:
+        raise ValueError(
+            f"{type(classifier).__name__} has no training history (history_) to "
+            "plot; expected a fitted CNNImageClassifier."
+        )
+    if ax is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    else:
+        axes = np.asarray(ax, dtype=object).ravel()
+        if axes.size != 2:
+            raise ValueError(
+                "ax must hold two Axes, one for the loss and one for the accuracy; "
+                f"got {axes.size}."
+            )
+    epochs = [row["epoch"] for row in history]
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for split, style in (("train", "o-"), ("valid", "s--")):
+            key = f"{split}_{metric}"
+            if any(key in row for row in history):
+                points = [(row["epoch"], row[key]) for row in history if key in row]
+                xs, ys = zip(*points)
+                label = "training" if split == "train" else "validation"
+                axis.plot(xs, ys, style, label=label)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.set_title(f"{metric.capitalize()} per epoch")
+        axis.set_xticks(epochs if len(epochs) <= 20 else axis.get_xticks())
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    return np.asarray(axes, dtype=object)
+
+
+def _displayable(X: np.ndarray, image_shape) -> np.ndarray:
+    """Images as ``(n, H, W)`` or ``(n, H, W, 3)`` for ``imshow``."""
+    if X.ndim == 2 and image_shape is not None:
+        X = X.reshape(len(X), *image_shape)
+    elif X.ndim == 2:
+        side = math.isqrt(X.shape[1])
+        X = X.reshape(len(X), side, -1)
+    if X.ndim == 4:
+        channels_first = X.shape[1] in (1, 3, 4) and X.shape[-1] not in (1, 3, 4)
+        if image_shape is not None:
+            channels_first = X.shape[1:] != tuple(image_shape)
+        if channels_first:
+            X = X.transpose(0, 2, 3, 1)
+        if X.shape[-1] == 1:
+            X = X[..., 0]
+        elif X.shape[-1] not in (3, 4):
+            X = X[..., 0]  # one channel of unusual images is better than none
+    if X.dtype != np.uint8:
+        X = X.astype(np.float64)
+        low, high = np.nanmin(X), np.nanmax(X)
+        if low < 0 or high > 1:
+            # Standardized or 0-255 floats: stretch each batch to 0-1 for display.
+            X = (X - low) / (high - low) if high > low else np.zeros_like(X)
+    return X
+
+
+def plot_predictions(estimator, X, y=None, n=16, *, n_cols=None):
+    """Show images with their predicted (and true) labels, in a grid.
+
+    Each image's title is the predicted label with its probability and, when
+    ``y`` is given, the true label; wrong predictions are titled in red.
+
+    Parameters
+    ----------
+    estimator : fitted classifier or Pipeline
+        Anything with ``predict``; ``predict_proba`` adds the probabilities.
+    X : array-like of images
+        Images as given to the estimator (uint8 0-255 or floats).
+    y : array-like of shape (n_samples,), default=None
+        The true labels.
+    n : int, default=16
+        How many images to show: the first ``n`` of ``X``.
+    n_cols : int, default=None
+        Number of columns of the grid; None makes it about square.
+
+    Returns
+    -------
+    figure : matplotlib Figure
+        The figure holding the grid.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cnn import CNNImageClassifier
+    >>> from sklearn_cnn.inspection import plot_predictions
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randint(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
+    >>> y = np.array(["cat", "dog"] * 10)
+    >>> clf = CNNImageClassifier(filters=(4,), epochs=1, random_state=0).fit(X, y)
+    >>> figure = plot_predictions(clf, X, y, n=6)
+    >>> len([ax for ax in figure.axes if ax.get_title()])
+    6
+    """
+    plt = _pyplot("plot_predictions")
+    check_is_fitted(estimator)
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be a positive int; got {n!r}.")
+    X = np.asarray(X)
+    n = min(n, len(X))
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) != len(X):
+            raise ValueError(
+                f"X has {len(X)} images but y has {len(y)} labels; expected one "
+                "label per image."
+            )
+        y = y[:n]
+    X = X[:n]
+    predicted = estimator.predict(X)
+    probabilities = None
+    if hasattr(estimator, "predict_proba"):
+        probabilities = np.max(estimator.predict_proba(X), axis=1)
+    classifier = _final_classifier(estimator)
+    first = estimator[0] if isinstance(estimator, Pipeline) else classifier
+    image_shape = getattr(first, "image_shape_", None)
+    images = _displayable(X, image_shape)
+
+    n_cols = n_cols or math.ceil(math.sqrt(n))
+    n_rows = math.ceil(n / n_cols)
+    figure, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(2.0 * n_cols, 2.3 * n_rows),
+        squeeze=False,
+        layout="constrained",
+    )
+    for i, axis in enumerate(axes.ravel()):
+        axis.axis("off")
+        if i >= n:
+            continue
+        axis.imshow(images[i], cmap="gray" if images[i].ndim == 2 else None)
+        title = f"pred: {predicted[i]}"
+        if probabilities is not None:
+            title += f" ({probabilities[i]:.2f})"
+        color = "black"
+        if y is not None:
+            title += f"\ntrue: {y[i]}"
+            color = "tab:green" if predicted[i] == y[i] else "tab:red"
+        axis.set_title(title, fontsize=9, color=color)
+    return figure

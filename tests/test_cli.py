@@ -1,0 +1,282 @@
+"""The sklearn-cnn command, run through its real entry point on tiny settings."""
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sklearn_cnn.cli import main
+from sklearn_cnn.datasets import load_cats_dogs
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tiny and quick: 100 images of 16x16, one epoch of a one-block network.
+TINY = [
+    "--epochs", "1", "--image-size", "16", "--n-samples", "100",
+    "--filters", "4", "--dense-units", "8", "--seed", "0",
+]  # fmt: skip
+
+
+def run_cli(*args, cwd=None):
+    """``python -m sklearn_cnn ARGS``, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, "-m", "sklearn_cnn", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def write_folder(root, n_per_class=6, size=20):
+    """Cat and dog silhouettes as PNG files, one sub-folder per class."""
+    X, y = load_cats_dogs(image_size=size, n_samples=2 * n_per_class, return_X_y=True)
+    for i, (image, label) in enumerate(zip(X, y)):
+        path = root / label / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real ``train`` run on the embedded data, shared by the tests below."""
+    folder = tmp_path_factory.mktemp("train")
+    model = folder / "my model"  # no suffix: the exact path must be written
+    report = folder / "report"
+    result = run_cli("train", *TINY, "--output", model, "--report", report)
+    assert result.returncode == 0, result.stderr
+    return model, report, result
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("images"))
+
+
+# -- train -------------------------------------------------------------------------
+def test_train_prints_the_six_stages_with_shapes(trained):
+    _, _, result = trained
+    out = result.stdout
+    for number, title in enumerate(
+        [
+            "Data loading",
+            "Preprocessing",
+            "Train/test split",
+            "Augmentation",
+            "Training",
+            "Evaluation on the 20 test images",
+        ],
+        start=1,
+    ):
+        assert f"[{number}/6] {title}" in out
+    assert "100 images x 16x16 pixels x 3 color channels, 2 classes" in out
+    assert "X (100, 16, 16, 3) uint8" in out
+    assert "pixels 0-255 -> 0.0-1.0" in out and "float32" in out
+    assert "80 training, 20 testing" in out
+    assert "random horizontal flip, random rotation up to 15 degrees" in out
+
+
+def test_train_prints_the_epoch_trace_evaluation_and_layer_trace(trained):
+    _, _, result = trained
+    out = result.stdout
+    assert "train_loss" in out and "train_accuracy" in out  # the epoch table
+    assert "trained 1 epochs on cpu" in out
+    assert "accuracy " in out and "loss " in out
+    line = next(line for line in out.splitlines() if "test images correctly" in line)
+    n_correct = int(line.split("predicted ")[1].split(" of ")[0])
+    assert 0 <= n_correct <= 20 and "of 20 test images correctly" in line
+    assert "precision" in out and "recall" in out
+    assert "Prediction trace of test image 0 (true label:" in out
+    assert "features.0 (Conv2d)" in out and "MaxPool2d" in out and "Linear" in out
+    assert "Softmax output: cat: " in out
+    assert "Wall time:" in out
+    assert result.stderr.count("Traceback") == 0
+
+
+def test_train_saves_exactly_the_output_path_and_the_report(trained):
+    model, report, result = trained
+    assert model.is_file()
+    assert sorted(path.name for path in model.parent.iterdir()) == [
+        "my model",
+        "report",
+    ]
+    assert f"Saved the fitted pipeline to {model}" in result.stdout
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["n_images"] == 20
+    assert metrics["classes"] == ["cat", "dog"]
+    assert set(metrics["per_class"]["cat"]) == {"precision", "recall", "support"}
+    assert len(metrics["history"]) == 1
+    for plot in ("training_curves.png", "confusion_matrix.png", "predictions.png"):
+        with Image.open(report / plot) as image:
+            assert image.size[0] > 100
+
+
+def test_train_on_an_image_folder_in_process(tmp_path, capsys):
+    folder = write_folder(tmp_path / "data", n_per_class=8, size=12)
+    model = tmp_path / "model.pkl"
+    status = main(
+        ["train", str(folder), "--epochs", "1", "--image-size", "16"]
+        + ["--filters", "4", "--dense-units", "8", "--test-size", "4"]
+        + ["--augment", "none", "--format", "pickle", "--output", str(model)]
+        + ["--report", ""]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "16 images x 16x16 pixels x 3 color channels" in out
+    assert f"from folder {folder}" in out
+    assert "12 training, 4 testing" in out
+    assert "[4/6] Augmentation\n      none" in out
+    assert model.is_file() and "Report:" not in out
+    assert f"Saved the fitted pipeline to {model} (pickle)" in out
+    # The pickled model loads back for prediction.
+    assert (
+        main(["predict", str(model), str(folder / "cat"), "--output-format", "json"])
+        == 0
+    )
+    assert len(json.loads(capsys.readouterr().out)) == 8
+
+
+# -- predict and evaluate -------------------------------------------------------------
+def test_predict_json(trained, images):
+    model, _, _ = trained
+    one = next((images / "cat").iterdir())
+    result = run_cli("predict", model, one, images / "dog", "--output-format", "json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 7 and rows[0]["path"] == str(one)
+    for row in rows:
+        assert row["label"] in ("cat", "dog")
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0)
+        assert row["probability"] == max(row["probabilities"].values())
+
+
+def test_predict_csv_and_table(trained, images, capsys):
+    model, _, _ = trained
+    assert main(["predict", str(model), str(images), "--output-format", "csv"]) == 0
+    table = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert table[0] == ["path", "label", "probability", "p_cat", "p_dog"]
+    assert len(table) == 13
+    assert main(["predict", str(model), str(images)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["image", "label", "probability"]
+    assert len(lines) == 13 and lines[1].split()[-2] in ("cat", "dog")
+
+
+def test_evaluate_prints_the_evaluation_stage(trained, images, tmp_path, capsys):
+    model, _, _ = trained
+    report = tmp_path / "evaluation"
+    assert main(["evaluate", str(model), str(images), "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "[6/6] Evaluation on the 12 images of" in out
+    assert "of 12 images correctly" in out
+    assert "precision" in out and "recall" in out
+    assert (report / "confusion_matrix.png").is_file()
+    assert not (report / "training_curves.png").exists()
+
+
+# -- bad input: one line on stderr, non-zero exit, no traceback -----------------------
+def assert_one_line_error(status, capsys, match):
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("sklearn-cnn: error: ") and err.count("\n") == 1, err
+    assert match in err
+    assert "Traceback" not in err
+
+
+def test_bad_input_through_the_real_entry_point(tmp_path):
+    result = run_cli("train", tmp_path / "missing", *TINY)
+    assert result.returncode == 1
+    assert result.stderr.startswith("sklearn-cnn: error: Image folder")
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_train_errors(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(
+        main(["train", str(tmp_path / "empty")]), capsys, "no class sub-folders"
+    )
+    one_class = tmp_path / "one"
+    write_folder(one_class, n_per_class=2)
+    shutil.rmtree(one_class / "dog")
+    assert_one_line_error(main(["train", str(one_class)]), capsys, "single class")
+    no_images = tmp_path / "no_images"
+    (no_images / "cat").mkdir(parents=True)
+    (no_images / "dog").mkdir()
+    assert_one_line_error(main(["train", str(no_images)]), capsys, "Found no images")
+    assert_one_line_error(
+        main(["train", "--n-samples", "3000"]), capsys, "more than the 2000 images"
+    )
+    (tmp_path / "folder").mkdir()
+    assert_one_line_error(
+        main(["train", "--output", str(tmp_path / "folder")]),
+        capsys,
+        "is a folder, but a model is saved as one file",
+    )
+
+
+def test_model_errors(trained, images, tmp_path, capsys):
+    model, _, _ = trained
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"this is not a model")
+    assert_one_line_error(
+        main(["predict", str(garbage), str(images)]), capsys, "cannot read model"
+    )
+    assert_one_line_error(
+        main(["evaluate", str(tmp_path / "nope.pkl"), str(images)]),
+        capsys,
+        "does not exist",
+    )
+    assert_one_line_error(
+        main(["evaluate", str(model), str(images), "--image-size", "8"]),
+        capsys,
+        "fitted on images of shape (height, width, channels) = (16, 16, 3)",
+    )
+    assert_one_line_error(
+        main(["predict", str(model), str(tmp_path / "nothing.png")]),
+        capsys,
+        "no such image file or folder",
+    )
+    bird = write_folder(tmp_path / "birds", n_per_class=1)
+    (bird / "dog").rename(bird / "bird")
+    assert_one_line_error(
+        main(["evaluate", str(model), str(bird)]), capsys, "'bird' that the model"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["train", "--epochs", "0"], "expected a positive integer"),
+        (["train", "--image-size", "big"], "expected a positive size"),
+        (["train", "--test-size", "1.5"], "expected a share between 0 and 1"),
+        (["train", "--augment", "zoom"], "unknown augmentation 'zoom'"),
+        (["train", "--filters", "a,b"], "expected filters per block"),
+        (["predict", "model.pkl"], "the following arguments are required"),
+    ],
+)
+def test_usage_errors_exit_2(args, match, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("sklearn-cnn") is None, reason="not pip-installed")
+def test_installed_console_script():
+    result = subprocess.run(
+        ["sklearn-cnn", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("sklearn-cnn ")
+    np.testing.assert_equal(result.stderr, "")
