@@ -63,10 +63,10 @@ class CNNImageClassifier(ClassifierMixin, BaseEstimator):
     ``GridSearchCV``, ``cross_val_score`` and ``pickle``.
 
     The built-in network has one block per entry of ``filters`` (a 'same'
-    convolution, batch normalization, ReLU and a 2x2 max pool), a global average
-    pool, an optional hidden dense layer and a dense output layer with a softmax:
-    the classic Conv -> Pool -> Fully connected -> Softmax design. It works for
-    images of any size from 1x1 up.
+    convolution, batch normalization, ReLU and a 2x2 max pool), an adaptive
+    average pool to at most 8x8 cells, an optional hidden dense layer and a dense
+    output layer with a softmax: the classic Conv -> Pool -> Fully connected ->
+    Softmax design. It works for images of any size from 1x1 up.
 
     Parameters
     ----------

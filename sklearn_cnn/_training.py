@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
@@ -231,6 +232,29 @@ class _Accuracy(Callback):
                 net.history.record(f"{prefix}_accuracy", float(correct) / total)
 
 
+class _EpochTable(PrintLog):
+    """skorch's epoch table: columns in reading order, colours on terminals only."""
+
+    _ORDER = (
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "valid_loss",
+        "valid_accuracy",
+    )
+
+    def _sorted_keys(self, keys):
+        keys = super()._sorted_keys(keys)
+        first = [key for key in self._ORDER if key in keys]
+        return first + [key for key in keys if key not in first]
+
+    def format_row(self, row, key, color):
+        if not sys.stdout.isatty():
+            # Escape codes only clutter logs and captured output.
+            row = {name: value for name, value in row.items() if name != f"{key}_best"}
+        return super().format_row(row, key, color)
+
+
 class _EpochProgressBar(Callback):
     """A tqdm bar over each epoch's batches, only in an interactive main process."""
 
@@ -378,7 +402,7 @@ class ImageNeuralNet(NeuralNetClassifier):
             ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
             ("valid_loss", PassthroughScoring(name="valid_loss")),
             ("accuracy", _Accuracy()),
-            ("print_log", PrintLog()),
+            ("print_log", _EpochTable()),
         ]
 
     # -- data ------------------------------------------------------------------
