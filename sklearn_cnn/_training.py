@@ -170,9 +170,10 @@ class BatchIterator:
 class BatchPreparer:
     """Turns a raw batch into the network's input, on the training device.
 
-    Order: float32; then, in training only, each augmenter and each deterministic
-    step that followed it in the Pipeline; then the 0-255 -> 0-1 scaling when the
-    images the classifier received were uint8; then the memory format.
+    Order: float32; then, in training only, each augmenter; then each
+    deterministic step that followed the augmenters in the Pipeline; then the
+    0-255 -> 0-1 scaling when the images the classifier received were uint8; then
+    the memory format.
     """
 
     def __init__(
@@ -193,14 +194,16 @@ class BatchPreparer:
 
     def __call__(self, batch: torch.Tensor, *, training: bool) -> torch.Tensor:
         images = batch.to(torch.float32)
-        if training and (self.augmenters or self.post_steps):
+        if training and self.augmenters:
             value_range = 255.0 if self.source_is_uint8 else 1.0
             for augmenter in self.augmenters:
                 images = augmenter.augment_batch(
                     images, generator=self.generator, value_range=value_range
                 )
-            for step in self.post_steps:
-                images = step.transform_batch(images)
+        # Deterministic steps that followed the augmenters apply to validation
+        # batches too: those come from the same un-augmented source.
+        for step in self.post_steps:
+            images = step.transform_batch(images)
         if self.scale_uint8:
             images = images * (1.0 / 255.0)
         if self.channels_last and images.dim() == 4:
@@ -414,9 +417,7 @@ class ImageNeuralNet(NeuralNetClassifier):
     def get_iterator(self, dataset, training=False):
         if not isinstance(dataset, ImageData):
             return super().get_iterator(dataset, training=training)
-        batch_size = (
-            self.batch_size if training else _inference_batch_size(self.batch_size)
-        )
+        batch_size = self.batch_size
         return BatchIterator(
             dataset,
             batch_size=batch_size,
@@ -503,17 +504,14 @@ def _without_generator(preparer: BatchPreparer | None) -> BatchPreparer | None:
     return clean
 
 
-def _inference_batch_size(train_batch_size: int) -> int:
-    # No gradients to keep: larger batches make better use of the hardware.
-    return max(train_batch_size, 256)
-
-
 def predict_logits(net: ImageNeuralNet, data: ImageData) -> np.ndarray:
     """Logits for every image, computed batch by batch, collected on the CPU.
 
     A CUDA out-of-memory error halves the batch and carries on.
     """
-    batch_size = _inference_batch_size(net.batch_size)
+    # The training batch size: larger inference batches measured slower on CPUs,
+    # whose caches they overflow.
+    batch_size = net.batch_size
     outputs: list[np.ndarray] = []
     start = 0
     n = len(data)

@@ -204,7 +204,13 @@ def test_sklearn_cnn_steps_after_the_augmenter_keep_it_alive(data):
             (
                 "cnn",
                 CNNImageClassifier(
-                    **{**FAST, "module": RecordingNet(), "batch_size": 64}
+                    **{
+                        **FAST,
+                        "module": RecordingNet(),
+                        "batch_size": 64,
+                        "early_stopping": True,
+                        "validation_fraction": 0.25,
+                    }
                 ),
             ),
         ]
@@ -214,6 +220,18 @@ def test_sklearn_cnn_steps_after_the_augmenter_keep_it_alive(data):
         pipe.fit(X, y)
     first, second = (sorted_rows(epoch) for epoch in training_epochs(pipe))
     assert not np.allclose(first, second)
+    # The validation split went through the same scaling and standardizing.
+    expected_rows = {
+        tuple(row)
+        for row in np.ascontiguousarray(pipe[:-1].transform(X).transpose(0, 3, 1, 2))
+        .reshape(len(X), -1)
+        .round(4)
+    }
+    validation = [x for training, x in recorded(pipe) if not training]
+    assert validation
+    for batch in validation:
+        for row in batch.flatten(1).numpy().round(4):
+            assert tuple(row) in expected_rows
     # Standardized with the statistics learned in fit, at predict time too.
     recorded(pipe).clear()
     pipe.predict(X)
