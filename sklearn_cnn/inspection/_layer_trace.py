@@ -240,14 +240,14 @@ def layer_trace(estimator, X, *, index=0):
     features.1 (BatchNorm2d)  (1, 4, 8, 8)        8
     features.2 (ReLU)         (1, 4, 8, 8)        0
     features.3 (MaxPool2d)    (1, 4, 4, 4)        0
-    pool (AdaptiveAvgPool2d)  (1, 4, 1, 1)        0
-    flatten (Flatten)         (1, 4)              0
-    classifier.0 (Linear)     (1, 8)             40
+    pool (AdaptiveAvgPool2d)  (1, 4, 4, 4)        0
+    flatten (Flatten)         (1, 64)             0
+    classifier.0 (Linear)     (1, 8)            520
     classifier.1 (ReLU)       (1, 8)              0
     classifier.2 (Linear)     (1, 2)             18
     softmax (Softmax)         (1, 2)              0
     ===============================================
-    Total params: 174 (trainable: 174, non-trainable: 0)
+    Total params: 654 (trainable: 654, non-trainable: 0)
     Softmax output: cat: 0..., dog: 0... -> predicted '...'
     """
     check_is_fitted(estimator)
