@@ -10,7 +10,6 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
-from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_cnn.augmentation import (
     AugmentedImages,
@@ -26,6 +25,7 @@ from sklearn_cnn.augmentation import (
     RandomVerticalFlip,
 )
 from sklearn_cnn.preprocessing import ImageScaler
+from sklearn_cnn.utils._sklearn_private import InvalidParameterError
 
 RNG = np.random.default_rng(0)
 IMAGES_NHWC = RNG.integers(0, 256, size=(8, 8, 8, 3), dtype=np.uint8)

@@ -7,10 +7,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from sklearn.utils._param_validation import InvalidParameterError
 
 from sklearn_cnn.augmentation import AugmentedImages, RandomHorizontalFlip
 from sklearn_cnn.preprocessing import ImageResizer, ImageScaler, ImageStandardizer
+from sklearn_cnn.utils._sklearn_private import InvalidParameterError
 
 RNG = np.random.default_rng(0)
 # Eight RGB images of 8x8 pixels, channels last: the reference layout.
@@ -279,3 +279,13 @@ def test_resizer_contract(X, size):
     assert X_out.ndim == X.ndim
     assert X_out.size == len(X) * size[0] * size[1] * channels
     np.testing.assert_array_equal(X, X_before)
+
+
+def test_ambiguous_channel_axis_is_read_as_channels_last():
+    # (3, 5, 3) could be channels first or last; transformers, which have no
+    # image_shape parameter to be told, take the common channels-last reading.
+    X = np.random.default_rng(0).random((4, 3, 5, 3)).astype(np.float32)
+    X[..., 1] += 10
+    standardizer = ImageStandardizer().fit(X)
+    assert standardizer.image_shape_ == (3, 5, 3)
+    assert standardizer.mean_[1] > 10 > standardizer.mean_[0]

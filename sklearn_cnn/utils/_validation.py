@@ -11,6 +11,10 @@ Every estimator of the package calls :func:`validate_images`. It accepts
 
 and returns a channels-first *view* of the data (no copy, dtype unchanged)
 together with an :class:`ImageLayout` that restores the caller's layout.
+
+A 4-D array whose channel axis cannot be told (``(n, 3, 5, 3)``) is an error
+that names ``image_shape`` for estimators that have that parameter (the
+classifier); the transformers, which have not, read it as channels last.
 """
 
 from __future__ import annotations
@@ -99,6 +103,7 @@ def _infer_layout(
     X: np.ndarray,
     image_shape: tuple[int, int, int] | None,
     fitted_shape: tuple[int, int, int] | None,
+    can_state_shape: bool = True,
 ) -> ImageLayout:
     """Work out the layout of a validated array (ndim already checked)."""
     known = image_shape or fitted_shape
@@ -159,6 +164,10 @@ def _infer_layout(
         return (
             ImageLayout("nhwc", as_nhwc) if d1 == d2 else ImageLayout("nchw", as_nchw)
         )
+    if not can_state_shape:
+        # Estimators without an image_shape parameter read ambiguous arrays in
+        # the most common layout rather than refusing what they cannot be told.
+        return ImageLayout("nhwc", as_nhwc)
     raise ValueError(
         f"Cannot tell which axis of images of shape {X.shape[1:]} holds the "
         "channels. State it with image_shape=(height, width, channels), for "
@@ -248,7 +257,10 @@ def validate_images(
                 f"expecting {n_expected} features as input."
             )
     layout = _infer_layout(
-        X, None if not reset else _normalize_image_shape(image_shape), fitted_shape
+        X,
+        None if not reset else _normalize_image_shape(image_shape),
+        fitted_shape,
+        can_state_shape="image_shape" in estimator.get_params(deep=False),
     )
     if reset:
         estimator.n_features_in_ = math.prod(layout.image_shape)
