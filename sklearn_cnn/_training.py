@@ -417,10 +417,9 @@ class ImageNeuralNet(NeuralNetClassifier):
     def get_iterator(self, dataset, training=False):
         if not isinstance(dataset, ImageData):
             return super().get_iterator(dataset, training=training)
-        batch_size = self.batch_size
         return BatchIterator(
             dataset,
-            batch_size=batch_size,
+            batch_size=self.batch_size,
             shuffle=training,
             generator=self.shuffle_generator,
             device=torch.device(self.device),
@@ -486,22 +485,6 @@ class ImageNeuralNet(NeuralNetClassifier):
             raise
         self.notify("on_train_end", X=X, y=y)
         return self
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        # Generators and the batch preparer live for one fit only.
-        state["shuffle_generator"] = None
-        state["batch_preparer"] = _without_generator(state.get("batch_preparer"))
-        return state
-
-
-def _without_generator(preparer: BatchPreparer | None) -> BatchPreparer | None:
-    if preparer is None or preparer.generator is None:
-        return preparer
-    clean = BatchPreparer.__new__(BatchPreparer)
-    clean.__dict__.update(preparer.__dict__)
-    clean.generator = None
-    return clean
 
 
 def predict_logits(net: ImageNeuralNet, data: ImageData) -> np.ndarray:

@@ -9,22 +9,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..utils._runtime import resolve_seed
 from ..utils._sklearn_private import _fit_context
+from ..utils._tensors import images_to_tensor, tensor_to_images
 from ..utils._validation import validate_images
 from ._images import AugmentedImages
-
-
-def images_to_tensor(X_nchw: np.ndarray) -> torch.Tensor:
-    """A float32 copy of a channels-first batch, so the caller's data is kept."""
-    return torch.from_numpy(np.array(X_nchw, dtype=np.float32, order="C", copy=True))
-
-
-def tensor_to_images(images: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """Back to numpy in ``dtype``; integer types are rounded and clipped to range."""
-    array = images.detach().cpu().numpy()
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        array = np.clip(np.rint(array), info.min, info.max)
-    return array.astype(dtype, copy=False)
 
 
 class BaseAugmenter(TransformerMixin, BaseEstimator):

@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ..augmentation._images import AugmentedImages
 from ..utils._sklearn_private import _fit_context
+from ..utils._tensors import images_to_tensor, tensor_to_images
 from ..utils._validation import validate_images
 
 
@@ -69,16 +70,13 @@ class BaseImageTransformer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X_nchw, layout = validate_images(self, X, reset=False)
-        # A copy, so that the caller's (possibly read-only) array is never shared.
-        images = torch.from_numpy(np.array(X_nchw, dtype=np.float32, order="C"))
         with torch.inference_mode():
-            transformed = self.transform_batch(images).numpy()
-        dtype = self._output_dtype(X_nchw.dtype)
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            transformed = np.clip(np.rint(transformed), info.min, info.max)
+            transformed = tensor_to_images(
+                self.transform_batch(images_to_tensor(X_nchw)),
+                self._output_dtype(X_nchw.dtype),
+            )
         out_layout = type(layout)(layout.kind, tuple(transformed.shape[1:]))
-        result = out_layout.from_nchw(transformed.astype(dtype, copy=False))
+        result = out_layout.from_nchw(transformed)
         if isinstance(X, AugmentedImages):
             # Keep per-epoch augmentation alive through this deterministic step.
             return X.with_post_step(result, self)
