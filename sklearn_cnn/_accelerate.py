@@ -342,6 +342,7 @@ validation_scores_, n_iter_, device_
         lr=1e-3,
         optimizer="adam",
         weight_decay=0.0,
+        lr_schedule="constant",
         class_weight=None,
         early_stopping=False,
         validation_fraction=0.1,
@@ -366,6 +367,7 @@ validation_scores_, n_iter_, device_
         self.lr = lr
         self.optimizer = optimizer
         self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.class_weight = class_weight
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction

@@ -25,6 +25,7 @@ from skorch.callbacks import (
     Callback,
     EarlyStopping,
     EpochTimer,
+    LRScheduler,
     PassthroughScoring,
     PrintLog,
 )
@@ -357,6 +358,11 @@ def write_atomically(path: Path, state: dict) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def cosine_schedule(epochs: int) -> LRScheduler:
+    """Cosine annealing of the learning rate over ``epochs``, stepped per epoch."""
+    return LRScheduler(policy="CosineAnnealingLR", T_max=epochs)
 
 
 class _StoppingEarly(EarlyStopping):

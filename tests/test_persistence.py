@@ -399,3 +399,20 @@ def test_tampered_parameters_are_validated(model_file, no_weights_used):
     rewrite(model_file, model=negative_lr)
     with pytest.raises(ValueError, match="'lr' parameter"):
         load_model(model_file)
+
+
+def test_lr_schedule_round_trips(tmp_path):
+    import numpy as np
+
+    from sklearn_cnn import CNNImageClassifier, load_model, save_model
+
+    rng = np.random.RandomState(0)
+    X = rng.randint(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
+    y = np.array(["cat", "dog"] * 10)
+    clf = CNNImageClassifier(
+        filters=(4,), epochs=2, lr_schedule="cosine", random_state=0
+    ).fit(X, y)
+    save_model(clf, tmp_path / "model.safetensors")
+    restored = load_model(tmp_path / "model.safetensors")
+    assert restored.get_params()["lr_schedule"] == "cosine"
+    np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
