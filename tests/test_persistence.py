@@ -3,7 +3,6 @@
 import hashlib
 import json
 import pickle
-import struct
 import subprocess
 import sys
 import textwrap
@@ -14,13 +13,13 @@ import pytest
 import safetensors.torch
 import torch
 from conftest import make_images
+from safetensors import safe_open
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 
 from sklearn_cnn import CNNImageClassifier, load_model, save_model
 
 FAST = dict(filters=(4,), dense_units=8, epochs=2, batch_size=16, random_state=0)
-PLACEHOLDER = b"sha256:" + b"0" * 64
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +37,25 @@ def model_file(fitted, tmp_path):
 
 
 def read_file(path):
-    """The tensors and the metadata of a model file, parsed independently."""
-    content = path.read_bytes()
-    header_end = 8 + struct.unpack("<Q", content[:8])[0]
-    metadata = json.loads(content[8:header_end])["__metadata__"]
-    return safetensors.torch.load(content), metadata
+    """The tensors and the metadata of a model file, read with safetensors."""
+    with safe_open(path, framework="pt") as file:
+        return {name: file.get_tensor(name) for name in file.keys()}, file.metadata()
 
 
-def seal(content):
-    """Recompute the checksum as docs/persistence.rst describes it."""
-    header_end = 8 + struct.unpack("<Q", content[:8])[0]
-    stored = json.loads(content[8:header_end])["__metadata__"]["checksum"]
-    blank = content.replace(stored.encode(), PLACEHOLDER, 1)
-    checksum = b"sha256:" + hashlib.sha256(blank).hexdigest().encode()
-    return blank.replace(PLACEHOLDER, checksum, 1)
+def file_checksum(path):
+    """The checksum of a model file, computed as docs/persistence.rst describes."""
+    with safe_open(path, framework="pt") as file:
+        metadata = file.metadata()
+        del metadata["checksum"]
+        digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+        for name in sorted(file.keys()):
+            dtype, shape = (
+                file.get_slice(name).get_dtype(),
+                file.get_slice(name).get_shape(),
+            )
+            digest.update(f"{name} {dtype} {list(shape)}".encode())
+            digest.update(file.get_tensor(name).reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()
 
 
 def rewrite(path, *, tensors=None, metadata=None, model=None):
@@ -65,8 +69,9 @@ def rewrite(path, *, tensors=None, metadata=None, model=None):
         file_metadata["model"] = json.dumps(description)
     if metadata is not None:
         metadata(file_metadata)
-    file_metadata["checksum"] = PLACEHOLDER.decode()
-    path.write_bytes(seal(safetensors.torch.save(file_tensors, file_metadata)))
+    safetensors.torch.save_file(file_tensors, path, file_metadata)
+    file_metadata["checksum"] = file_checksum(path)
+    safetensors.torch.save_file(file_tensors, path, file_metadata)
 
 
 @pytest.fixture
@@ -313,7 +318,7 @@ def _rename_class(description):
 
 
 def _rename_architecture(description):
-    description["network"]["architecture"] = "EvilNet"
+    description["fitted"]["net_"]["architecture"] = "EvilNet"
 
 
 def _drop_tensor(tensors):
