@@ -894,8 +894,7 @@ default='adam'
         from the parameters when loaded. The accelerator is left out: it is a
         runtime object, and the fitted model predicts without it.
         """
-        from ._persistence import PICKLE_HINT
-        from .utils._saved_state import fitted_attributes
+        from .utils._saved_state import PICKLE_HINT, fitted_attributes
 
         if self.module is not None:
             module = self.module

@@ -1,10 +1,9 @@
 """Saving and loading fitted models without pickle: safetensors plus JSON.
 
 A model file is one safetensors file (``docs/persistence.rst``): tensors, and
-metadata holding a checksum and a JSON description ``{"class", "params",
-"fitted"}`` of the estimator. Each estimator says what it saves
-(``utils/_saved_state.py``); nothing here names one. Loading parses JSON and
-safetensors only and never unpickles, so a file cannot run code.
+metadata with a checksum and a JSON description ``{"class", "params", "fitted"}``
+of the estimator, which says itself what it saves (``utils/_saved_state.py``).
+Loading parses JSON and safetensors only, so a file cannot run code.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path, PurePath
 
@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .utils._io import write_atomically
 from .utils._runtime import resolve_device
-from .utils._saved_state import FITTED_NAME, load_saved_state, saved_state
+from .utils._saved_state import FITTED_NAME, PICKLE_HINT, load_saved_state, saved_state
 
 FORMAT = "sklearn-cnn model"
 FORMAT_VERSION = "1"
@@ -40,11 +40,6 @@ _TENSOR_DTYPES = {
         "float64 float32 float16 bfloat16 int64 int32 int16 int8 uint8 bool".split(),
     )
 }
-
-PICKLE_HINT = (
-    "Save this model with pickle or joblib instead, and load such files only from "
-    "sources you trust: unlike save_model files, they can run code when loaded."
-)
 
 
 def _allowed_classes() -> dict[str, type]:
@@ -113,14 +108,9 @@ def save_model(obj, path):
     path : pathlib.Path
         The path written.
 
-    See Also
-    --------
-    load_model : Load a model saved with this function.
-
     Examples
     --------
     >>> import tempfile
-    >>> from pathlib import Path
     >>> import numpy as np
     >>> from sklearn_cnn import CNNImageClassifier, load_model, save_model
     >>> rng = np.random.RandomState(0)
@@ -128,7 +118,7 @@ def save_model(obj, path):
     >>> y = np.array(["cat", "dog"] * 10)
     >>> clf = CNNImageClassifier(filters=(4,), epochs=1, random_state=0).fit(X, y)
     >>> with tempfile.TemporaryDirectory() as folder:
-    ...     path = save_model(clf, Path(folder) / "model.safetensors")
+    ...     path = save_model(clf, f"{folder}/model.safetensors")
     ...     loaded = load_model(path)
     >>> bool(np.array_equal(loaded.predict_proba(X), clf.predict_proba(X)))
     True
@@ -149,10 +139,7 @@ def save_model(obj, path):
 
 def _check_fitted(obj) -> None:
     if not isinstance(obj, BaseEstimator):
-        raise TypeError(
-            "save_model expects a fitted CNNImageClassifier or a fitted Pipeline of "
-            f"sklearn_cnn estimators; got an object of type {type(obj).__name__}."
-        )
+        raise TypeError(f"save_model saves fitted estimators, not a {type(obj)}.")
     for name, step in [("", obj)] + getattr(obj, "steps", []):
         try:
             if isinstance(step, BaseEstimator):  # not "passthrough"
@@ -228,10 +215,9 @@ class _Writer:
         if isinstance(value, np.ndarray) and value.dtype.kind in "UO":
             if value.ndim == 1 and _scalars(items := value.tolist()):
                 return {"__ndarray__": {"dtype": value.dtype.str, "values": items}}
-        if isinstance(value, PurePath):
-            return {"__path__": str(value)}
-        if isinstance(value, torch.device):
-            return {"__device__": str(value)}
+        for kind, tag in [(PurePath, "__path__"), (torch.device, "__device__")]:
+            if isinstance(value, kind):
+                return {tag: str(value)}
         if isinstance(value, BaseEstimator):
             return {"__estimator__": self.describe(value, path)}
         raise TypeError(
@@ -259,9 +245,8 @@ def _file_tensor(value) -> torch.Tensor | None:
             value = torch.from_numpy(np.ascontiguousarray(native))
         except TypeError:
             return None  # a dtype torch lacks, such as float128
-    if isinstance(value, torch.Tensor) and value.dtype in _TENSOR_DTYPES:
-        return value
-    return None
+    storable = isinstance(value, torch.Tensor) and value.dtype in _TENSOR_DTYPES
+    return value if storable else None
 
 
 # -- loading ---------------------------------------------------------------------
@@ -295,22 +280,18 @@ def load_model(path, *, device=None):
     ValueError
         When the file is truncated, damaged (checksum mismatch), of an
         unsupported format version, names an unknown class or architecture,
-        or lacks, adds or misshapes a tensor.
-
-    See Also
-    --------
-    save_model : Save a fitted model to such a file (with an example).
+        or lacks, adds or misshapes a tensor. An example is in :func:`save_model`.
     """
     path = Path(path)
     device = None if device is None else resolve_device(device)
     try:
         with safetensors.safe_open(path, framework="pt") as file:
             metadata = _check_metadata(file.metadata(), path)
-            slices = {name: file.get_slice(name) for name in file.keys()}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
             specs = {
-                n: (s.get_dtype(), tuple(s.get_shape())) for n, s in slices.items()
+                n: (file.get_slice(n).get_dtype(), tuple(t.shape))
+                for n, t in tensors.items()
             }
-            tensors = {name: file.get_tensor(name) for name in slices}
     except safetensors.SafetensorError as error:
         raise ValueError(
             f"{path} is truncated, damaged or not a safetensors file ({error}). Copy "
@@ -330,13 +311,9 @@ def load_model(path, *, device=None):
     reader = _Reader(_allowed_classes(), tensors, path, device)
     reader.check(description, specs)
     model = reader.build(description)
-    if (saved_version := metadata.get("sklearn_cnn_version")) != _library_version():
-        warnings.warn(
-            f"{path} was written by sklearn-cnn {saved_version}, and is loaded by "
-            f"version {_library_version()}; check its predictions.",
-            UserWarning,
-            stacklevel=2,
-        )
+    if (saved := metadata.get("sklearn_cnn_version")) != (here := _library_version()):
+        message = f"{path} was written by sklearn-cnn {saved} and is loaded by {here}"
+        warnings.warn(f"{message}; check its predictions.", UserWarning, stacklevel=2)
     return model
 
 
@@ -349,22 +326,21 @@ def _check_metadata(metadata, path: Path) -> dict:
         )
     if (version := metadata.get("format_version")) != FORMAT_VERSION:
         raise ValueError(
-            f"{path} is in model file format version {version}, but this version of "
-            f"sklearn-cnn ({_library_version()}) reads format version "
-            f"{FORMAT_VERSION} only. Load it with the sklearn-cnn version that wrote "
-            f"it ({metadata.get('sklearn_cnn_version')}) or a newer one."
+            f"{path} is in model file format version {version}, but sklearn-cnn "
+            f"{_library_version()} reads format version {FORMAT_VERSION} only. Load "
+            f"it with sklearn-cnn {metadata.get('sklearn_cnn_version')} or newer."
         )
     return metadata
 
 
+@dataclass
 class _Reader:
     """Checks a description against the file, then builds its estimators."""
 
-    def __init__(self, classes: dict[str, type], tensors: dict, path: Path, device):
-        self.classes = classes
-        self.tensors = tensors
-        self.path = path
-        self.device = device
+    classes: dict[str, type]
+    tensors: dict[str, torch.Tensor]
+    path: Path
+    device: torch.device | None
 
     def error(self, message: str) -> ValueError:
         return ValueError(f"Malformed model description in {self.path}: {message}")
@@ -412,7 +388,7 @@ class _Reader:
         cls = self.classes[description["class"]]
         params, fitted = description.get("params"), description.get("fitted", {})
         if not isinstance(params, dict) or not isinstance(fitted, dict):
-            raise self.error(f"the parameters and fitted state of {cls.__name__}.")
+            raise self.error(f"{cls.__name__} needs params and fitted objects.")
         params = {name: self.decode(value) for name, value in params.items()}
         try:
             estimator = cls(**params)
@@ -435,8 +411,6 @@ class _Reader:
             return value
         if isinstance(value, list):
             return [self.decode(item) for item in value]
-        if not isinstance(value, dict):
-            raise self.error(f"unexpected value {value!r}.")
         if not any(key.startswith("__") for key in value):
             return {key: self.decode(item) for key, item in value.items()}
         (tag, content), *others = value.items()
@@ -458,9 +432,7 @@ def _decode_array(content: dict) -> np.ndarray:
     dtype, values = np.dtype(content["dtype"]), content["values"]
     if dtype.kind not in "UO" or not _scalars(values):
         raise ValueError(f"an array of dtype {dtype} must hold strings or objects")
-    array = np.empty(len(values), dtype=dtype)
-    array[:] = values
-    return array
+    return np.array(values, dtype=dtype)
 
 
 # The one-key objects {tag: content} that stand for what JSON lacks, and how

@@ -24,6 +24,11 @@ import torch
 
 FITTED_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*_\Z")
 
+PICKLE_HINT = (
+    "Save this model with pickle or joblib instead, and load such files only from "
+    "sources you trust: unlike save_model files, they can run code when loaded."
+)
+
 
 def fitted_attributes(estimator) -> dict:
     """The fitted attributes of ``estimator``: public names ending in ``_``."""
