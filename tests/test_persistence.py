@@ -257,6 +257,50 @@ def test_augment_parameter_round_trips(tmp_path):
     assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
 
+def test_accelerator_is_left_out_and_the_loaded_model_predicts_the_same(tmp_path):
+    accelerate = pytest.importorskip("accelerate")
+    X, y = make_images(n_samples=16)
+    accelerator = accelerate.Accelerator(cpu=True)
+    clf = CNNImageClassifier(**{**FAST, "epochs": 1}, accelerator=accelerator)
+    clf.fit(X, y)
+    loaded = load_model(save_model(clf, tmp_path / "model.safetensors"))
+    assert loaded.accelerator is None
+    assert clf.accelerator is accelerator
+    assert {**loaded.get_params(), "accelerator": accelerator} == clf.get_params()
+    assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_the_file_is_read_once_through_safetensors(fitted, model_file, monkeypatch):
+    clf, X = fitted
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model file was read a second time")
+
+    monkeypatch.setattr(type(model_file), "read_bytes", refuse)
+    monkeypatch.setattr(safetensors.torch, "load", refuse)
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    loaded = load_model(model_file)
+    assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_a_failed_save_keeps_the_previous_file_whole(fitted, tmp_path, monkeypatch):
+    import os
+
+    clf, X = fitted
+    path = tmp_path / "new folder" / "model.safetensors"
+    assert save_model(clf, path) == path  # missing folders are created
+    path.write_bytes(b"the previous file")
+
+    def failing_fsync(*args, **kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(clf, path)
+    assert path.read_bytes() == b"the previous file"
+    assert os.listdir(path.parent) == [path.name]
+
+
 # -- refusals at save time ------------------------------------------------------------
 
 
@@ -366,6 +410,25 @@ def _future_version(metadata):
 def test_altered_files_raise_clear_errors(model_file, edit, match, no_weights_used):
     rewrite(model_file, **edit)
     with pytest.raises(ValueError, match=match):
+        load_model(model_file)
+
+
+def test_tensors_that_do_not_fit_the_rebuilt_network_are_refused(
+    model_file, no_weights_used
+):
+    # The description and the tensor agree (and the checksum is recomputed), but
+    # the network that the parameters build needs another shape.
+    name = "model.net_.module.classifier.2.weight"
+
+    def reshape(tensors):
+        tensors[name] = torch.zeros(3, 8)
+
+    def describe_reshaped(description):
+        module = description["fitted"]["net_"]["module"]
+        module["classifier.2.weight"]["__tensor__"]["shape"] = [3, 8]
+
+    rewrite(model_file, tensors=reshape, model=describe_reshaped)
+    with pytest.raises(ValueError, match="'classifier.2.weight' differ in name, shape"):
         load_model(model_file)
 
 
