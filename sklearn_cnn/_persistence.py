@@ -71,7 +71,7 @@ def _checksum(metadata: dict, tensors: dict[str, torch.Tensor]) -> str:
         tensor = tensors[name]
         dtype = _TENSOR_DTYPES.get(tensor.dtype, str(tensor.dtype))
         digest.update(f"{name} {dtype} {list(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return "sha256:" + digest.hexdigest()
 
 
@@ -209,9 +209,9 @@ class _Writer:
                     "Pipeline steps so that no step name contains a dot."
                 )
             self.tensors[path] = tensor.detach().to("cpu").contiguous()
-            spec = {"name": path, "dtype": _TENSOR_DTYPES[tensor.dtype]}
-            spec |= {"shape": list(tensor.shape), "numpy": type(value) is np.ndarray}
-            return {"__tensor__": spec}
+            numpy, dtype = isinstance(value, np.ndarray), _TENSOR_DTYPES[tensor.dtype]
+            spec = {"name": path, "dtype": dtype, "shape": list(tensor.shape)}
+            return {"__tensor__": {**spec, "numpy": numpy}}
         if isinstance(value, np.ndarray) and value.dtype.kind in "UO":
             if value.ndim == 1 and _scalars(items := value.tolist()):
                 return {"__ndarray__": {"dtype": value.dtype.str, "values": items}}
