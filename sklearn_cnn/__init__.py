@@ -1,8 +1,6 @@
 """sklearn-cnn: convolutional image classifiers with scikit-learn's manners."""
 
-from ._accelerate import AcceleratedCNNImageClassifier
-from ._classifier import CNNImageClassifier
-from ._persistence import load_model, save_model
+from . import _lazy
 
 __version__ = "0.1.0"
 
@@ -13,3 +11,14 @@ __all__ = [
     "load_model",
     "save_model",
 ]
+
+# Imported on first use, so that ``import sklearn_cnn`` does not import torch.
+__getattr__, __dir__ = _lazy.attach(
+    __name__,
+    submodules=["augmentation", "datasets", "inspection", "preprocessing", "utils"],
+    attributes={
+        "_accelerate": ["AcceleratedCNNImageClassifier"],
+        "_classifier": ["CNNImageClassifier"],
+        "_persistence": ["load_model", "save_model"],
+    },
+)
