@@ -1,27 +1,65 @@
-"""Smoke test: the gallery examples of the brief's pipeline run to the end."""
+"""The gallery examples run to the end, and show no raw object reprs."""
 
+import ast
 import runpy
 from pathlib import Path
 
 import pytest
 
-matplotlib = pytest.importorskip("matplotlib")
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _cells(path: Path) -> list[list[ast.stmt]]:
+    """The top-level statements of each ``# %%`` cell of an example."""
+    source = path.read_text()
+    starts = [
+        number
+        for number, line in enumerate(source.splitlines(), start=1)
+        if line.startswith("# %%")
+    ]
+    cells = [[] for _ in range(len(starts) + 1)]
+    for statement in ast.parse(source).body:
+        cells[sum(start < statement.lineno for start in starts)].append(statement)
+    return [cell for cell in cells if cell]
+
+
+def _shows_a_repr(statement: ast.stmt) -> bool:
+    """True for an expression whose value sphinx-gallery would print as a repr."""
+    if not isinstance(statement, ast.Expr):
+        return False
+    value = statement.value
+    if isinstance(value, ast.Constant):  # the docstring
+        return False
+    return not (
+        isinstance(value, ast.Call) and getattr(value.func, "id", "") == "print"
+    )
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("plot_*.py")), ids=str)
+def test_cells_end_without_printing_an_object(path):
+    # sphinx-gallery prints the value of a cell's last expression: an estimator
+    # or a Figure would show up as '<... object at 0x...>'. Assign it instead.
+    for cell in _cells(path):
+        last = cell[-1]
+        assert not _shows_a_repr(last), (
+            f"{path.name}, line {last.lineno}: {ast.unparse(last)} ends a cell with "
+            "an object; assign it (_ = ...) or print what it shows"
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name",
     [
-        "plot_brief_pipeline.py",
         "plot_cross_val_score.py",
         "plot_grid_search.py",
+        "plot_image_classification_pipeline.py",
         "plot_image_folder.py",
         "plot_save_load.py",
     ],
 )
 def test_example_runs(name, monkeypatch, capsys):
+    matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -30,4 +68,5 @@ def test_example_runs(name, monkeypatch, capsys):
         runpy.run_path(str(EXAMPLES / name), run_name="__main__")
     finally:
         plt.close("all")
-    assert capsys.readouterr().out.strip()
+    out = capsys.readouterr().out
+    assert out.strip() and " object at 0x" not in out
