@@ -1,7 +1,10 @@
 """The gallery examples run to the end, and show no raw object reprs."""
 
 import ast
+import os
 import runpy
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,30 @@ def test_example_runs(name, monkeypatch, capsys):
         plt.close("all")
     out = capsys.readouterr().out
     assert out.strip() and " object at 0x" not in out
+
+
+def test_docs_build_ends_by_saying_where_the_html_is(tmp_path):
+    # docs/build.sh, run beside a stand-in for Sphinx that writes an index page.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(EXAMPLES.parent / "docs" / "build.sh", docs / "build.sh")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_python = bin_dir / "python"
+    fake_python.write_text(
+        "#!/bin/sh\nmkdir -p _build/html && touch _build/html/index.html\n"
+    )
+    fake_python.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", str(docs / "build.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    last_line = result.stdout.strip().splitlines()[-1]
+    index = Path(last_line.split()[-1])
+    assert index.name == "index.html" and index.is_file()
+    assert index.resolve() == (docs / "_build" / "html" / "index.html").resolve()
