@@ -455,7 +455,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize(
     "moment, not_reached",
     [
-        ("import:torch", "[1/6]"),  # importing
+        ("import:torch", "[2/6]"),  # importing (torch comes with stage 2)
         ("open:cat_dog_silhouettes.npz", "[1/6]"),  # loading the data
         ("stdout:train_loss", "trained"),  # training: inside skorch's fit
         ("stdout:[6/6]", "predicted"),  # evaluating
