@@ -1,7 +1,8 @@
-"""The gallery examples run to the end, and show no raw object reprs."""
+"""The gallery examples, the README and the docs build, as a new user meets them."""
 
 import ast
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -100,3 +101,29 @@ def test_docs_build_ends_by_saying_where_the_html_is(tmp_path):
     index = Path(last_line.split()[-1])
     assert index.name == "index.html" and index.is_file()
     assert index.resolve() == (docs / "_build" / "html" / "index.html").resolve()
+
+
+def test_user_facing_text_speaks_in_its_own_words():
+    # Words from how the project was planned mean nothing to its users.
+    root = EXAMPLES.parent
+    files = [root / "README.md", *root.glob("docs/**/*.rst"), *EXAMPLES.glob("*.py")]
+    files += root.glob("sklearn_cnn/**/*.py")
+    for path in files:
+        if "_build" in path.parts:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            assert not re.search(r"\bbrief\b", line, re.IGNORECASE), (
+                f"{path.relative_to(root)}:{number}: {line.strip()}"
+            )
+
+
+def test_readme_quick_start_shows_progress_and_cpu_only_install():
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    set_up = readme[readme.index("## Set up") : readme.index("## Quick start")]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in set_up
+    quick_start = readme[readme.index("## Quick start") : readme.index("## What")]
+    search = quick_start[
+        quick_start.index("GridSearchCV(pipe") : quick_start.index("search.fit")
+    ]
+    assert "verbose=" in search
+    assert "minutes" in quick_start
