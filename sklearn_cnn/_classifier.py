@@ -9,6 +9,7 @@ import os
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -55,6 +56,18 @@ _OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, {}),
     "sgd": (torch.optim.SGD, {"momentum": 0.9}),
 }
+
+
+class _TrainingSet(NamedTuple):
+    """What one fit trains on, validated: channels-first images and their labels."""
+
+    images: np.ndarray
+    y: np.ndarray
+    classes: np.ndarray
+    sample_weight: np.ndarray | None
+    scale_uint8: bool
+    augmenters: tuple
+    post_steps: tuple
 
 
 class CNNImageClassifier(ClassifierMixin, BaseEstimator):
@@ -387,36 +400,9 @@ default='adam'
             raise
 
     def _fit_unsafe(self, X, y, sample_weight, *, epochs, classes, continuing):
-        augmenters, post_steps, source = self._training_recipe(X)
-        self._check_filters()
-        X_nchw, _, y = validate_images(
-            self, X, y, reset=not continuing, image_shape=self.image_shape
-        )
-        check_classification_targets(y)
-        y_encoded, classes_ = self._encode_labels(y, classes, continuing)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, y_encoded, dtype=np.float32, ensure_non_negative=True
-            )
-        received_uint8 = X_nchw.dtype == np.uint8
-        train_images = X_nchw
-        if source is not None:
-            train_images = source.source_layout.to_nchw(np.asarray(source.source))
-            if len(train_images) != len(X_nchw):
-                raise ValueError(
-                    f"The augmented images hold {len(train_images)} source images "
-                    f"but X has {len(X_nchw)}."
-                )
-
-        if sample_weight is not None and not sample_weight.all():
-            # An image of weight 0 is left out altogether, so that it counts for
-            # nothing in batch-norm statistics either.
-            kept = np.flatnonzero(sample_weight)
-            train_images, y_encoded = train_images[kept], y_encoded[kept]
-            sample_weight = sample_weight[kept]
-
+        training_set = self._training_set(X, y, sample_weight, classes, continuing)
         device = self._training_device()
-        checkpoint_path = self._checkpoint_path(train_images, y_encoded, sample_weight)
+        checkpoint_path = self._checkpoint_path(training_set)
         resumed = None
         if not continuing and checkpoint_path is not None and checkpoint_path.exists():
             resumed = TrainingCheckpoint.load(checkpoint_path)
@@ -435,25 +421,8 @@ default='adam'
             channels_last=device.type == "cpu" or autocast_dtype is not None,
             autocast_dtype=autocast_dtype,
         )
+        train_data, valid_data = self._split_data(training_set, device, split_seed)
 
-        train_idx, valid_idx = self._split(y_encoded, split_seed)
-        data = ImageData.from_numpy(train_images, y_encoded, device, sample_weight)
-        train_data = data if valid_idx is None else data.subset(train_idx)
-        valid_data = None if valid_idx is None else data.subset(valid_idx)
-
-        # Training batches come from the source images: augment them, then apply
-        # the Pipeline steps that followed the augmenters (validation batches get
-        # those steps too, without augmentation).
-        fit_preparer = BatchPreparer(
-            source_is_uint8=train_images.dtype == np.uint8,
-            scale_uint8=received_uint8,
-            augmenters=augmenters,
-            post_steps=post_steps,
-            channels_last=settings.channels_last,
-        )
-        fit_preparer.generator = torch.Generator(device=device).manual_seed(
-            augment_seed
-        )
         # Weight initialization and dropout draw from generators of this fit
         # only: the process-wide generator, shared by all threads, stays untouched.
         with seeded_random_ops(init_seed):
@@ -464,7 +433,12 @@ default='adam'
                 net.set_params(verbose=self.verbose, callbacks=self._callbacks())
                 net.initialize_callbacks()
             else:
-                net = self._build_net(classes_, y_encoded, device, sample_weight)
+                net = self._build_net(
+                    training_set.classes,
+                    training_set.y,
+                    device,
+                    training_set.sample_weight,
+                )
                 net.initialize()
                 if resumed is not None:
                     TrainingCheckpoint.restore(net, resumed)
@@ -472,12 +446,13 @@ default='adam'
                 net.module_.to(memory_format=torch.channels_last)
             if checkpoint_path is not None:
                 dict(net.callbacks_)["checkpoint"].path = checkpoint_path
-            net.batch_preparer = fit_preparer
+            net.batch_preparer = self._fit_preparer(
+                training_set, settings, device, augment_seed
+            )
             net.autocast_dtype = autocast_dtype
             net.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
-            net.train_split = (
-                None if valid_data is None else predefined_split(valid_data)
-            )
+            if valid_data is not None:
+                net.train_split = predefined_split(valid_data)
             self.net_ = net
             try:
                 if epochs > 0:
@@ -496,10 +471,74 @@ default='adam'
                 net.batch_preparer = None
                 net.module_.eval()
                 self.prediction_settings_ = settings
-                self.classes_ = classes_
+                self.classes_ = training_set.classes
                 self.device_ = str(device)
                 self._record_history()
         return self
+
+    def _training_set(self, X, y, sample_weight, classes, continuing) -> _TrainingSet:
+        """Validated training images, encoded labels, weights and augmentation."""
+        augmenters, post_steps, source = self._training_recipe(X)
+        self._check_filters()
+        X_nchw, _, y = validate_images(
+            self, X, y, reset=not continuing, image_shape=self.image_shape
+        )
+        check_classification_targets(y)
+        y_encoded, classes_ = self._encode_labels(y, classes, continuing)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, y_encoded, dtype=np.float32, ensure_non_negative=True
+            )
+        images = X_nchw
+        if source is not None:
+            # Training batches are drawn afresh from the un-augmented source.
+            images = source.source_layout.to_nchw(np.asarray(source.source))
+            if len(images) != len(X_nchw):
+                raise ValueError(
+                    f"The augmented images hold {len(images)} source images "
+                    f"but X has {len(X_nchw)}."
+                )
+        if sample_weight is not None and not sample_weight.all():
+            # An image of weight 0 is left out altogether, so that it counts for
+            # nothing in batch-norm statistics either.
+            kept = np.flatnonzero(sample_weight)
+            images, y_encoded = images[kept], y_encoded[kept]
+            sample_weight = sample_weight[kept]
+        return _TrainingSet(
+            images=images,
+            y=y_encoded,
+            classes=classes_,
+            sample_weight=sample_weight,
+            scale_uint8=X_nchw.dtype == np.uint8,
+            augmenters=tuple(augmenters),
+            post_steps=tuple(post_steps),
+        )
+
+    def _split_data(self, training_set, device, seed):
+        """The training and validation :class:`ImageData` (None: no validation)."""
+        train_idx, valid_idx = self._split(training_set.y, seed)
+        data = ImageData.from_numpy(
+            training_set.images, training_set.y, device, training_set.sample_weight
+        )
+        if valid_idx is None:
+            return data, None
+        return data.subset(train_idx), data.subset(valid_idx)
+
+    @staticmethod
+    def _fit_preparer(training_set, settings, device, seed) -> BatchPreparer:
+        """Training batches: augmented, then the Pipeline steps after the augmenters.
+
+        Validation batches get those steps too, without augmentation.
+        """
+        preparer = BatchPreparer(
+            source_is_uint8=training_set.images.dtype == np.uint8,
+            scale_uint8=training_set.scale_uint8,
+            augmenters=training_set.augmenters,
+            post_steps=training_set.post_steps,
+            channels_last=settings.channels_last,
+        )
+        preparer.generator = torch.Generator(device=device).manual_seed(seed)
+        return preparer
 
     def _training_device(self) -> torch.device:
         if self.accelerator is None:
@@ -551,8 +590,10 @@ default='adam'
             augmenters.append(self.augment)
         return augmenters, post_steps, source
 
-    def _checkpoint_path(self, images, y_encoded, sample_weight):
+    def _checkpoint_path(self, training_set):
         """One file per combination of parameters and data (None: no checkpoints)."""
+        images, y_encoded = training_set.images, training_set.y
+        sample_weight = training_set.sample_weight
         if self.checkpoint is None:
             return None
         ignored = {"epochs", "verbose", "checkpoint", "warm_start", "device"}
