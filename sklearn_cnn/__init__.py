@@ -5,7 +5,6 @@ from . import _lazy
 __version__ = "0.1.0"
 
 __all__ = [
-    "AcceleratedCNNImageClassifier",
     "CNNImageClassifier",
     "__version__",
     "load_model",
@@ -13,12 +12,25 @@ __all__ = [
 ]
 
 # Imported on first use, so that ``import sklearn_cnn`` does not import torch.
-__getattr__, __dir__ = _lazy.attach(
+_public_attribute, __dir__ = _lazy.attach(
     __name__,
     submodules=["augmentation", "datasets", "inspection", "preprocessing", "utils"],
     attributes={
-        "_accelerate": ["AcceleratedCNNImageClassifier"],
         "_classifier": ["CNNImageClassifier"],
         "_persistence": ["load_model", "save_model"],
     },
 )
+
+
+def __getattr__(name):
+    if name == "AcceleratedCNNImageClassifier":
+        import warnings
+
+        warnings.warn(
+            "AcceleratedCNNImageClassifier is now CNNImageClassifier(accelerator=...)"
+            "; the old name will be removed in sklearn-cnn 0.3.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return _public_attribute("CNNImageClassifier")
+    return _public_attribute(name)

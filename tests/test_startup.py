@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ["torch", "torchvision", "skorch", "accelerate", "matplotlib", "sklearn"]
 PUBLIC = {
     "sklearn_cnn": [
-        "AcceleratedCNNImageClassifier",
         "CNNImageClassifier",
         "__version__",
         "load_model",
