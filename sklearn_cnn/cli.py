@@ -86,9 +86,10 @@ def _run_started(argv: Sequence[str] | None) -> float:
 def _ctrl_c_ends_the_command():
     """Ctrl-C raises CommandInterrupted; a second one is ignored while cleaning up.
 
-    Every step of the command, imports included, then stops at once, the
-    ``finally`` blocks that remove half-written files run, and skorch, which
-    catches KeyboardInterrupt to end training early, does not see it.
+    Every step of the command, imports included, then stops at once and the
+    ``finally`` blocks that remove half-written files run. No library can take
+    it for a request to carry on, as skorch's ``NeuralNet.partial_fit`` takes a
+    KeyboardInterrupt (it ends training early and returns the model).
     """
 
     def interrupt(signum, frame):
@@ -103,7 +104,8 @@ def _ctrl_c_ends_the_command():
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # None: the handler was not set from Python; the default is the closest.
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

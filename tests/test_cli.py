@@ -336,6 +336,14 @@ def test_device_without_cuda_is_reported_before_any_work(capsys):
     assert "device=" not in err and "--device cpu" in err
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_missing_gpu_index_is_reported_before_any_work(capsys):
+    assert_error_before_any_work(
+        ["train", "--device", "cuda:99"], capsys, "numbered from 0 to"
+    )
+
+
 def test_option_errors_come_before_any_work(tmp_path, capsys):
     assert_error_before_any_work(
         ["train", "--device", "banana"], capsys, "'banana' is not a device name"
