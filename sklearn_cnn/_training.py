@@ -234,6 +234,9 @@ class _Accuracy(Callback):
             correct, total = self.counts_[training]
             if total:
                 net.history.record(f"{prefix}_accuracy", float(correct) / total)
+        # Counts left on the device would go into the pickle as CUDA tensors,
+        # which a machine without CUDA cannot unpickle.
+        del self.counts_
 
 
 class _EpochTable(PrintLog):
@@ -375,6 +378,13 @@ class _StoppingEarly(EarlyStopping):
             if self.misses_ >= self.patience:
                 raise _EarlyStop from None
             raise
+
+    def on_train_end(self, net, **kwargs):
+        super().on_train_end(net, **kwargs)
+        # The best weights are in the module now. Their copy, kept, would hold
+        # GPU memory and go into the pickle as CUDA tensors, which a machine
+        # without CUDA cannot unpickle.
+        self.best_model_weights_ = None
 
 
 class ImageNeuralNet(NeuralNetClassifier):
