@@ -119,7 +119,7 @@ except ImportError:
     print("accelerate: not importable; its CUDA test will skip")
 print("CUDA available", torch.cuda.is_available())
 if torch.cuda.is_available():
-    properties = torch.cuda.get_device_properties(None)
+    properties = torch.cuda.get_device_properties(torch.cuda.current_device())
     print("device", properties.name, f"{properties.total_memory / 2**30:.1f} GiB")
     print("capability", torch.cuda.get_device_capability(), "bf16",
           torch.cuda.is_bf16_supported(), "cuDNN", torch.backends.cudnn.version())

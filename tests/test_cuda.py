@@ -146,6 +146,8 @@ def test_a_set_too_large_for_the_gpu_streams_from_pinned_memory(learnable, monke
 
 # -- out of memory in predict ------------------------------------------------------
 WIDE_CHANNELS = 4096
+# The share of the GPU's memory this process may use in the out-of-memory test.
+MEMORY_CAP = 0.05
 
 
 class WideNet(nn.Module):
@@ -165,9 +167,10 @@ def test_predict_halves_the_batch_after_a_real_out_of_memory(gpu_memory):
     # Cap this process's share of the GPU so that the test needs the same few
     # gigabytes on any GPU: past the cap, the caching allocator raises the
     # OutOfMemoryError of a full device.
+    device = torch.cuda.current_device()
     torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction(0.05)
-    cap = 0.05 * torch.cuda.get_device_properties(None).total_memory
+    torch.cuda.set_per_process_memory_fraction(MEMORY_CAP, device)
+    cap = MEMORY_CAP * torch.cuda.get_device_properties(device).total_memory
     bytes_per_image = WIDE_CHANNELS * 16 * 16 * 4
     n_images = int(1.5 * cap / bytes_per_image) + 1
     X, y = make_images(n_samples=n_images, size=16)
@@ -190,7 +193,7 @@ def test_predict_halves_the_batch_after_a_real_out_of_memory(gpu_memory):
     in_chunks = np.concatenate(
         [clf.predict_proba(X[start : start + 256]) for start in range(0, n_images, 256)]
     )
-    assert_same_predictions(proba, in_chunks, atol=1e-4)
+    assert_same_predictions(proba, in_chunks, atol=1e-3)
 
 
 # -- pickles and model files travel to machines without CUDA -----------------------
