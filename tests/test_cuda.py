@@ -98,8 +98,9 @@ def test_auto_precision_trains_in_bfloat16_like_float32(learnable):
     float32 = CNNImageClassifier(**FAST, device="cuda", precision="float32")
     float32.fit(X, y)
 
-    assert auto.net_.autocast_dtype is torch.bfloat16
-    assert float32.net_.autocast_dtype is None
+    assert auto.prediction_settings_.autocast_dtype is torch.bfloat16
+    assert auto.prediction_settings_.channels_last
+    assert float32.prediction_settings_.autocast_dtype is None
     conv = next(m for m in auto.net_.module_.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     # The weights stay float32; only the arithmetic is bfloat16.
@@ -296,9 +297,7 @@ def fresh_accelerate_state():
 
 def accelerated_classifier(accelerate, **params):
     """The classifier trained through ``accelerate.Accelerator()``, one process."""
-    from sklearn_cnn import AcceleratedCNNImageClassifier
-
-    return AcceleratedCNNImageClassifier(accelerator=accelerate.Accelerator(), **params)
+    return CNNImageClassifier(accelerator=accelerate.Accelerator(), **params)
 
 
 @cuda
@@ -309,7 +308,7 @@ def test_accelerate_trains_on_the_gpu_with_one_process(
     accelerated = accelerated_classifier(fresh_accelerate_state, **FAST).fit(X, y)
     plain = CNNImageClassifier(**FAST, device="cuda").fit(X, y)
 
-    assert accelerated.accelerator_.device.type == "cuda"
+    assert accelerated.accelerator.device.type == "cuda"
     assert accelerated.device_.startswith("cuda")
     assert on_cuda(accelerated)
     # One process trains as the plain classifier does, batch for batch.
