@@ -101,6 +101,9 @@ class CNNImageClassifier(ClassifierMixin, BaseEstimator):
         copied, so that the instance you pass stays untouched). The network takes
         a float32 batch of shape (n, channels, height, width) and returns logits
         of shape (n, n_classes). The architecture parameters above are ignored.
+        Lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``) work: one forward
+        pass of a zero batch of the images' shape gives them their sizes before
+        the optimizer is built, so a head needs no computed input size.
     epochs : int, default=10
         Number of passes over the training data.
     batch_size : int, default=64
