@@ -202,9 +202,18 @@ class BatchIterator:
             order = torch.randperm(len(self.data), generator=self.generator)
             order = order.to(self.data.images.device)
         non_blocking = self.device.type == "cuda"
+        images = self.data.images
+        pinned = non_blocking and images.device.type == "cpu" and images.is_pinned()
         for start, stop in self._bounds():
             index = slice(start, stop) if order is None else order[start:stop]
-            batch = _take(self.data.images, index)
+            if pinned and order is not None:
+                # Gather into pinned memory, or the copy to the GPU would block.
+                batch = torch.empty(
+                    (len(index), *images.shape[1:]), dtype=images.dtype, pin_memory=True
+                )
+                torch.index_select(images, 0, index, out=batch)
+            else:
+                batch = _take(images, index)
             target = self.data.target(index)
             batch = batch.to(self.device, non_blocking=non_blocking)
             if target is not None:
