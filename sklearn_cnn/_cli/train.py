@@ -277,7 +277,7 @@ def _check_device(name: str) -> None:
 
 
 def _load_data(args):
-    """Images, labels and where they came from; nothing printed yet."""
+    """Images, labels and where they came from; the stage is printed later."""
     from sklearn.model_selection import train_test_split
 
     from sklearn_cnn.datasets import load_cats_dogs, load_image_folder
