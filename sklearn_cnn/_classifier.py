@@ -1006,6 +1006,10 @@ default='adam'
             )
         load_module_state(self.net_.module_, network.get("module"), "network")
         load_module_state(self.net_.criterion_, network.get("criterion"), "loss")
+        for group in self.net_.optimizer_.param_groups:
+            # The optimizer starts afresh, but a learning-rate schedule resumed by
+            # a warm start at the saved epoch needs the base rate it started from.
+            group.setdefault("initial_lr", group["lr"])
         self.prediction_settings_ = settings
 
     def __sklearn_tags__(self):

@@ -484,3 +484,6 @@ def test_lr_schedule_round_trips(tmp_path):
     restored = load_model(tmp_path / "model.safetensors")
     assert restored.get_params()["lr_schedule"] == "cosine"
     np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    # A warm start resumes the schedule at the saved epoch, with a fresh optimizer.
+    restored.set_params(warm_start=True, epochs=1).fit(X, y)
+    assert restored.n_iter_ == 3
