@@ -140,7 +140,7 @@ def save_model(obj, path):
 def _check_fitted(obj) -> None:
     if not isinstance(obj, BaseEstimator):
         raise TypeError(f"save_model saves fitted estimators, not a {type(obj)}.")
-    for name, step in [("", obj)] + getattr(obj, "steps", []):
+    for name, step in [("", obj)] + (obj.steps if isinstance(obj, Pipeline) else []):
         try:
             if isinstance(step, BaseEstimator):  # not "passthrough"
                 check_is_fitted(step)
