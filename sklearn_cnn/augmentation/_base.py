@@ -143,9 +143,9 @@ class BaseAugmenter(ImageStepMixin):
         if isinstance(X, AugmentedImages):
             steps = ", ".join(type(step).__name__ for step in X.post_steps)
             warn_augmentation_lost(
-                f"{type(self).__name__} comes after {steps}, which come after "
-                "other augmenters: the classifier redraws only augmenters that "
-                "follow one another, so the earlier ones keep one fixed draw."
+                f"{type(self).__name__} comes after other augmenters with {steps} "
+                "in between: the classifier redraws only augmenters that follow "
+                "one another, so the earlier ones keep one fixed draw."
             )
         return AugmentedImages(
             result,

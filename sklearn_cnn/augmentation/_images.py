@@ -230,6 +230,8 @@ class AugmentedImages(NDArrayOperatorsMixin):
         # attributes (reshape, astype, mean, T, ...) act on the augmented images.
         if name.startswith("_") or not hasattr(np.ndarray, name):
             raise AttributeError(f"'AugmentedImages' object has no attribute {name!r}")
+        if name in _METADATA_ATTRIBUTES:
+            return getattr(self._augmented, name)
         warn_augmentation_lost(
             f"AugmentedImages.{name} acts on a plain array of the augmented images."
         )
