@@ -356,11 +356,16 @@ def test_selecting_images_keeps_the_recipe(data):
 # set_output ---------------------------------------------------------------------
 
 
-@NOTHING_LOST
-def test_pipeline_set_output_pandas_fits_and_predicts():
+def _pixel_frame():
+    """40 flattened 8x8 grayscale images as a DataFrame, and their labels."""
     pd = pytest.importorskip("pandas")
     X, y = make_images(n_samples=40, channels=1)
-    X = pd.DataFrame(_flat(X), columns=[f"pixel{i}" for i in range(64)])
+    return pd.DataFrame(_flat(X), columns=[f"pixel{i}" for i in range(64)]), y
+
+
+@NOTHING_LOST
+def test_pipeline_set_output_pandas_fits_and_predicts():
+    X, y = _pixel_frame()
     pipe = Pipeline(
         [("s", ImageScaler()), ("cnn", CNNImageClassifier(**FAST, image_shape=(8, 8)))]
     ).set_output(transform="pandas")
@@ -368,15 +373,13 @@ def test_pipeline_set_output_pandas_fits_and_predicts():
         warnings.filterwarnings("error", message=".*feature names")
         pipe.fit(X, y)
         assert pipe.predict(X).shape == (40,)
-        assert isinstance(pipe[:-1].transform(X), pd.DataFrame)
+        assert isinstance(pipe[:-1].transform(X), type(X))
     assert list(pipe[-1].feature_names_in_) == list(X.columns)
 
 
 @NOTHING_LOST
 def test_pipeline_set_output_pandas_keeps_per_epoch_augmentation():
-    pd = pytest.importorskip("pandas")
-    X, y = make_images(n_samples=40, channels=1)
-    X = pd.DataFrame(_flat(X), columns=[f"pixel{i}" for i in range(64)])
+    X, y = _pixel_frame()
     clf = CNNImageClassifier(
         **{**FAST, "module": RecordingNet(in_channels=1), "batch_size": 64},
         image_shape=(8, 8),

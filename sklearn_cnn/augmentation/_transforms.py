@@ -735,7 +735,7 @@ class RandomAugment(BaseAugmenter, _BaseComposition):
         self,
         steps=None,
         *,
-        horizontal_flip=0.5,
+        horizontal_flip=0.5,  # the shortcuts of the default recipe
         vertical_flip=0.0,
         degrees=15,
         random_state=None,

@@ -12,8 +12,13 @@ from ..utils._sklearn_private import _fit_context
 from ..utils._tensors import images_to_tensor, tensor_to_images
 from ..utils._validation import ImageLayout
 
-# numpydoc of ``transform_batch`` for transformers that keep the image size.
-TRANSFORM_BATCH_DOC = """
+
+def transform_batch_doc(
+    summary: str, returns: str = "Tensor of the same shape, dtype and device."
+) -> str:
+    """The numpydoc of a subclass's ``transform_batch``."""
+    return f"""{summary}
+
         Parameters
         ----------
         images : Tensor of shape (n_samples, channels, height, width)
@@ -21,7 +26,7 @@ TRANSFORM_BATCH_DOC = """
 
         Returns
         -------
-        Tensor of the same shape, dtype and device.
+        {returns}
         """
 
 

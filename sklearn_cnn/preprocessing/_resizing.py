@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as tv_functional
 from ..utils._image_steps import IMAGE_ATTRIBUTES_DOC
 from ..utils._sklearn_private import Interval, StrOptions
 from ..utils._validation import IMAGE_SHAPE_DOC
-from ._base import BaseImageTransformer
+from ._base import BaseImageTransformer, transform_batch_doc
 
 _SIDE = Interval(Integral, 1, None, closed="left")
 
@@ -102,21 +102,14 @@ class ImageResizer(ClassNamePrefixFeaturesOutMixin, BaseImageTransformer):
         return math.prod(self._output_size()) * self.image_shape_[2]
 
     def transform_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Resize a channels-first float batch (out of place).
-
-        Parameters
-        ----------
-        images : Tensor of shape (n_samples, channels, height, width)
-            Floating-point images on any device.
-
-        Returns
-        -------
-        Tensor of shape (n_samples, channels, height, width)
-            Resized to ``(height, width) = size``; same dtype and device.
-        """
         return tv_functional.resize(
             images,
             self._output_size(),
             interpolation=InterpolationMode(self.interpolation),
             antialias=self.antialias,
         )
+
+    transform_batch.__doc__ = transform_batch_doc(
+        "Resize a channels-first float batch (out of place).",
+        returns="Tensor of shape (n_samples, channels, *size), same dtype and device.",
+    )

@@ -10,7 +10,7 @@ import torch
 from ..utils._image_steps import IMAGE_ATTRIBUTES_DOC
 from ..utils._sklearn_private import Interval, StrOptions
 from ..utils._validation import IMAGE_SHAPE_DOC
-from ._base import TRANSFORM_BATCH_DOC, BaseImageTransformer
+from ._base import BaseImageTransformer, transform_batch_doc
 
 # Statistics of the ImageNet training set for RGB pixels in [0, 1], the ones
 # torchvision's pretrained weights expect.
@@ -83,9 +83,8 @@ class ImageScaler(BaseImageTransformer):
     def transform_batch(self, images: torch.Tensor) -> torch.Tensor:
         return images / self.max_value
 
-    transform_batch.__doc__ = (
-        "Divide a channels-first batch by ``max_value`` (out of place).\n"
-        + TRANSFORM_BATCH_DOC
+    transform_batch.__doc__ = transform_batch_doc(
+        "Divide a channels-first batch by ``max_value`` (out of place)."
     )
 
 
@@ -184,7 +183,6 @@ class ImageStandardizer(BaseImageTransformer):
             self.std_, images
         )
 
-    transform_batch.__doc__ = (
-        "Standardize a channels-first batch with ``mean_`` and ``std_``.\n"
-        + TRANSFORM_BATCH_DOC
+    transform_batch.__doc__ = transform_batch_doc(
+        "Standardize a channels-first batch with ``mean_`` and ``std_``."
     )
