@@ -34,9 +34,6 @@ FAST_PARAMS = {
     "CNNImageClassifier": dict(
         epochs=10, filters=(8,), dense_units=16, batch_size=32, lr=0.01, random_state=0
     ),
-    "AcceleratedCNNImageClassifier": dict(
-        epochs=10, filters=(8,), dense_units=16, batch_size=32, lr=0.01, random_state=0
-    ),
     "ImageResizer": dict(size=(4, 4)),
 }
 
@@ -94,6 +91,14 @@ ESTIMATORS = [
 # Augmenters that leave the checks' tabular data (images one pixel high) as it is.
 _UNCHANGED_BY_THE_CHECKS_DATA = {"RandomTranslation", "RandomVerticalFlip"}
 EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
+    "CNNImageClassifier": {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "Minibatch training: a weight of 2 is not a repeated image, which "
+            "lands in another shuffled batch and in other batch-norm statistics; "
+            "scikit-learn expects the same of SGDClassifier and MLPClassifier."
+        ),
+    },
+} | {
     type(estimator).__name__: (
         _KEEPS_AUGMENTED_IMAGES
         if type(estimator).__name__ in _UNCHANGED_BY_THE_CHECKS_DATA

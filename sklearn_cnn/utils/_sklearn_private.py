@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.metaestimators import _BaseComposition
+from sklearn.utils.validation import _check_sample_weight
 
 __all__ = [
     "HasMethods",
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidParameterError",
     "StrOptions",
     "_BaseComposition",
+    "_check_sample_weight",
     "_fit_context",
     "output_container",
     "wrap_in_container",
