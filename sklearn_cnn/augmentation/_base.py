@@ -145,7 +145,8 @@ class BaseAugmenter(ImageStepMixin):
             warn_augmentation_lost(
                 f"{type(self).__name__} comes after other augmenters with {steps} "
                 "in between: the classifier redraws only augmenters that follow "
-                "one another, so the earlier ones keep one fixed draw."
+                "one another, so the earlier ones keep one fixed draw.",
+                stacklevel=4,  # past the _fit_context wrapper, to the caller
             )
         return AugmentedImages(
             result,

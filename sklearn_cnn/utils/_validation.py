@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import validate_data
 
+from ..augmentation._images import AugmentedImages
+
 # Channel counts we recognise when guessing which axis holds the channels.
 _CHANNEL_COUNTS = (1, 2, 3, 4)
 
@@ -190,14 +192,11 @@ def _without_recipe(X):
     is not the loss of per-epoch augmentation that the container warns about.
     Feature names travel with it as a DataFrame's columns, for ``validate_data``.
     """
-    # Imported here: the augmentation package validates with this module.
-    from ..augmentation._images import AugmentedImages
-
     if not isinstance(X, AugmentedImages):
         return X
     if X.feature_names is None:
         return X.to_numpy()
-    import pandas as pd
+    import pandas as pd  # only set_output(transform="pandas") gives names
 
     return pd.DataFrame(X.to_numpy(), columns=X.feature_names, copy=False)
 
