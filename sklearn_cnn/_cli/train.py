@@ -9,6 +9,7 @@ such value to the pipeline's ``set_params``: a new classifier flag is one
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -109,51 +110,49 @@ def _add_augmentation_options(parser) -> None:
 
 
 def _add_classifier_options(parser) -> None:
-    """Flags passed to the classifier: ``dest`` is ``cnn__`` + its parameter."""
-    group = parser.add_argument_group("network and training")
+    """Flags passed to the classifier: ``dest`` is ``cnn__`` + its parameter.
+
+    A flag not given is absent (``argparse.SUPPRESS``), so the classifier's own
+    default applies: the command and ``CNNImageClassifier()`` train alike.
+    """
+    group = parser.add_argument_group(
+        "network and training", argument_default=argparse.SUPPRESS
+    )
     group.add_argument(
         "--filters",
         dest=f"{CLASSIFIER}__filters",
         type=parsing.filters,
-        # Four small blocks (with the cosine learning-rate decay below): 0.945-0.965
-        # test accuracy in 5 epochs on the embedded data (seeds 0-3), against
-        # 0.86-0.9 for the classifier's (32, 64), and faster, since the wide
-        # layers run on smaller maps.
-        default=(16, 32, 64, 128),
         metavar="LIST",
-        help="convolution filters per block (default: 16,32,64,128)",
+        help="convolution filters per block, such as 16,32,64 (default: the "
+        "classifier's)",
     )
     group.add_argument(
         "--dense-units",
         dest=f"{CLASSIFIER}__dense_units",
         type=parsing.positive_int,
-        default=64,
         metavar="N",
-        help="units of the hidden dense layer (default: 64)",
+        help="units of the hidden dense layer (default: the classifier's)",
     )
     group.add_argument(
         "--epochs",
         dest=f"{CLASSIFIER}__epochs",
         type=parsing.positive_int,
-        default=5,
         metavar="N",
-        help="training epochs (default: 5)",
+        help="training epochs (default: the classifier's)",
     )
     group.add_argument(
         "--batch-size",
         dest=f"{CLASSIFIER}__batch_size",
         type=parsing.positive_int,
-        default=16,
         metavar="N",
-        help="images per training step (default: 16)",
+        help="images per training step (default: the classifier's)",
     )
     group.add_argument(
         "--lr",
         dest=f"{CLASSIFIER}__lr",
         type=parsing.positive_float,
-        default=1e-3,
         metavar="RATE",
-        help="learning rate (default: 0.001)",
+        help="learning rate (default: the classifier's)",
     )
     group.add_argument(
         "--device",
@@ -384,9 +383,7 @@ def _training_stage(args, augmenter, X_train, y_train):
     from sklearn_cnn import CNNImageClassifier
     from sklearn_cnn.preprocessing import ImageScaler
 
-    classifier = CNNImageClassifier(
-        lr_schedule="cosine", random_state=args.seed, verbose=1
-    )
+    classifier = CNNImageClassifier(random_state=args.seed, verbose=1)
     steps = [("scale", ImageScaler()), ("augment", augmenter), (CLASSIFIER, classifier)]
     model = Pipeline([step for step in steps if step[1] is not None])
     model.set_params(**_classifier_parameters(args))
