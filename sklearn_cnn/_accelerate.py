@@ -34,6 +34,7 @@ on a NaN loss lives in ``get_loss``. What differs from the mixin, and why:
 from __future__ import annotations
 
 import torch
+from accelerate.optimizer import AcceleratedOptimizer
 from skorch.callbacks import LRScheduler
 from skorch.hf import AccelerateMixin
 
@@ -84,6 +85,26 @@ class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
                 callback.policy_ = prepare(callback.policy_)
         self._wrapped_with_accelerator = True
         return self
+
+    def _unwrap_accelerator(self):
+        """The mixin's, and the optimizers too, so that the fitted net pickles.
+
+        torch's learning-rate schedulers patch the ``step`` of the optimizer
+        they get, here Accelerate's wrapper (which the accelerator keeps too),
+        with a function pickle cannot find by name. Training wraps the
+        optimizers again, and skorch's ``LRScheduler`` makes its scheduler anew
+        at the start of every training.
+        """
+        wrapped = self._wrapped_with_accelerator
+        super()._unwrap_accelerator()
+        if not wrapped:
+            return
+        for name in self._optimizers:
+            optimizer = getattr(self, name + "_")
+            if isinstance(optimizer, AcceleratedOptimizer):
+                # The accelerator keeps the wrapper: drop the scheduler's patch.
+                vars(optimizer).pop("step", None)
+                setattr(self, name + "_", optimizer.optimizer)
 
     def _initialize_callbacks(self):
         # The mixin's default sink, accelerator.print, prints whatever verbose

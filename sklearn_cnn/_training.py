@@ -631,16 +631,30 @@ class ImageNeuralNet(NeuralNetClassifier):
             self.initialize()
         self.notify("on_train_begin", X=X, y=y)
         try:
-            self.fit_loop(X, y, **fit_params)
-        except _EarlyStop:
-            pass
-        except KeyboardInterrupt:
-            # Unlike skorch, let Ctrl-C through (after the end-of-training
-            # hooks): a search must stop rather than score a half-trained model.
+            try:
+                self.fit_loop(X, y, **fit_params)
+            except _EarlyStop:
+                pass
+            except KeyboardInterrupt:
+                # Unlike skorch, let Ctrl-C through (after the end-of-training
+                # hooks): a search must stop rather than score a half-trained one.
+                self.notify("on_train_end", X=X, y=y)
+                raise
             self.notify("on_train_end", X=X, y=y)
-            raise
-        self.notify("on_train_end", X=X, y=y)
+        finally:
+            self._drop_schedulers()
         return self
+
+    def _drop_schedulers(self):
+        """Forget the learning-rate schedulers once training ends.
+
+        skorch's ``LRScheduler`` makes a new one at the start of every
+        training; the old one would only hold on to the optimizer, whose tensors
+        a pickle would then carry outside the device mapping skorch does.
+        """
+        for _, callback in self.callbacks_:
+            if isinstance(callback, LRScheduler):
+                callback.lr_scheduler_ = None
 
 
 def predict_logits(
