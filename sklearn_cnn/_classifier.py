@@ -18,6 +18,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from ._files import ImageFiles, validate_image_files
 from ._network import ConvNet
 from ._training import (
     BatchPreparer,
@@ -30,6 +31,7 @@ from ._training import (
     predict_logits,
 )
 from .augmentation._images import AugmentedImages, warn_augmentation_lost
+from .datasets._folder import check_image_size
 from .utils._runtime import (
     derive_seeds,
     isolated_torch_rng,
@@ -44,7 +46,7 @@ from .utils._sklearn_private import (
     StrOptions,
     _fit_context,
 )
-from .utils._validation import validate_images
+from .utils._validation import is_file_paths, validate_images
 
 _OPTIMIZERS = {
     "adam": (torch.optim.Adam, {}),
@@ -146,6 +148,22 @@ default='adam'
         from ``X.reshape(n, -1)``), or to say which axis holds the channels of an
         ambiguous 4-D array. Without it, flattened rows of a square length are
         taken as square grayscale images, other lengths as a single row.
+    image_size : int, tuple of (int, int) or None, default=None
+        ``(height, width)`` that image files given as ``X`` are decoded and
+        resized to (an int gives square images); None keeps the files' own size,
+        which must then be the same for all. Only used when ``X`` holds file
+        paths: see :ref:`large_data`. Colour files are read as RGB; when every
+        training file is grayscale, as one gray channel.
+    unreadable_files : {'skip', 'raise'}, default='skip'
+        What ``fit`` does with image files given as ``X`` that cannot be
+        opened: 'skip' trains without them, with one warning naming them (as
+        :func:`~sklearn_cnn.datasets.load_image_folder` does); 'raise' refuses
+        them. Prediction always refuses them, since every image gets a label.
+    cache_decoded : bool, default=False
+        Keep the images decoded from files in memory during ``fit``, so that
+        epochs after the first do not decode them again; it takes
+        ``n_samples * height * width * channels`` bytes. Only used when ``X``
+        holds file paths.
     checkpoint : str, path-like or None, default=None
         A folder where the training state (weights, optimizer state, history)
         is saved after every epoch, atomically. A later ``fit`` with the same
@@ -222,6 +240,9 @@ default='adam'
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "image_shape": [tuple, list, None],
+        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "unreadable_files": [StrOptions({"skip", "raise"})],
+        "cache_decoded": ["boolean"],
         "checkpoint": [str, os.PathLike, None],
     }
 
@@ -251,6 +272,9 @@ default='adam'
         random_state=None,
         verbose=0,
         image_shape=None,
+        image_size=None,
+        unreadable_files="skip",
+        cache_decoded=False,
         checkpoint=None,
     ):
         self.filters = filters
@@ -276,6 +300,9 @@ default='adam'
         self.random_state = random_state
         self.verbose = verbose
         self.image_shape = image_shape
+        self.image_size = image_size
+        self.unreadable_files = unreadable_files
+        self.cache_decoded = cache_decoded
         self.checkpoint = checkpoint
 
     # -- fitting ---------------------------------------------------------------
@@ -285,12 +312,14 @@ default='adam'
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, height, width, channels)
+        X : array-like of shape (n_samples, height, width, channels) or \
+list of paths
             Training images; also accepted: (n_samples, channels, height,
             width), (n_samples, height, width) grayscale, or flattened
             (n_samples, height * width * channels) with ``image_shape``. uint8
             pixels (0-255) are scaled to 0-1 batch by batch; other dtypes are
-            used as they are.
+            used as they are. A list or 1-D array of image file paths is read
+            batch by batch during training (see ``image_size``).
         y : array-like of shape (n_samples,)
             Class labels: ints, strings or bools.
 
@@ -352,14 +381,32 @@ default='adam'
     def _fit_unsafe(self, X, y, *, epochs, classes, continuing):
         augmenters, post_steps, source = self._training_recipe(X)
         self._check_filters()
-        X_nchw, _, y = validate_images(
-            self, X, y, reset=not continuing, image_shape=self.image_shape
-        )
+        files = None
+        if is_file_paths(X):
+            files, y = validate_image_files(
+                self,
+                X,
+                y,
+                reset=not continuing,
+                image_size=self.image_size,
+                skip_unreadable=self.unreadable_files == "skip",
+                stacklevel=6,
+            )
+        else:
+            X_nchw, _, y = validate_images(
+                self, X, y, reset=not continuing, image_shape=self.image_shape
+            )
+            self._check_image_size_of_arrays()
         check_classification_targets(y)
         y_encoded, classes_ = self._encode_labels(y, classes, continuing)
-        received_uint8 = X_nchw.dtype == np.uint8
-        train_images = X_nchw
-        if source is not None:
+        if files is not None:
+            # Decoded files are uint8, as a folder loaded into an array would be.
+            received_uint8 = True
+            train_images = files.labelled(y_encoded, cache=self.cache_decoded)
+        else:
+            received_uint8 = X_nchw.dtype == np.uint8
+            train_images = X_nchw
+        if source is not None and files is None:
             train_images = source.source_layout.to_nchw(np.asarray(source.source))
             if len(train_images) != len(X_nchw):
                 raise ValueError(
@@ -386,7 +433,9 @@ default='adam'
         channels_last = device.type == "cpu" or autocast_dtype is not None
 
         train_idx, valid_idx = self._split(y_encoded, split_seed)
-        data = ImageData.from_numpy(train_images, y_encoded, device)
+        data = train_images
+        if files is None:
+            data = ImageData.from_numpy(train_images, y_encoded, device)
         train_data = data if valid_idx is None else data.subset(train_idx)
         valid_data = None if valid_idx is None else data.subset(valid_idx)
 
@@ -394,7 +443,7 @@ default='adam'
         # the Pipeline steps that followed the augmenters (validation batches get
         # those steps too, without augmentation).
         fit_preparer = BatchPreparer(
-            source_is_uint8=train_images.dtype == np.uint8,
+            source_is_uint8=files is not None or train_images.dtype == np.uint8,
             scale_uint8=received_uint8,
             augmenters=augmenters,
             post_steps=post_steps,
@@ -488,11 +537,29 @@ default='adam'
             if key not in ignored
         )
         digest = hashlib.sha256(repr(params).encode())
-        digest.update(repr((images.shape, str(images.dtype))).encode())
-        for start in range(0, len(images), 1024):
-            digest.update(np.ascontiguousarray(images[start : start + 1024]).data)
+        if isinstance(images, ImageFiles):
+            # The files' names stand for their contents, which are not read here.
+            digest.update(repr(images.image_shape).encode())
+            digest.update("\0".join(images.paths).encode())
+        else:
+            digest.update(repr((images.shape, str(images.dtype))).encode())
+            for start in range(0, len(images), 1024):
+                digest.update(np.ascontiguousarray(images[start : start + 1024]).data)
         digest.update(np.ascontiguousarray(y_encoded).data)
         return Path(self.checkpoint) / f"cnn-{digest.hexdigest()[:20]}.pt"
+
+    def _check_image_size_of_arrays(self):
+        """image_size resizes files only: arrays of another size are refused."""
+        if self.image_size is None:
+            return
+        size = check_image_size(self.image_size)
+        if size != tuple(self.image_shape_[:2]):
+            raise ValueError(
+                f"image_size={self.image_size!r} resizes image files, but X is an "
+                f"array of images of size (height, width) = {self.image_shape_[:2]}. "
+                "Resize arrays with sklearn_cnn.preprocessing.ImageResizer, or "
+                "pass image_size=None."
+            )
 
     def _check_filters(self):
         filters = self.filters
@@ -707,10 +774,20 @@ default='adam'
     # -- prediction --------------------------------------------------------------
     def _logits(self, X):
         check_is_fitted(self)
-        X_nchw, _ = validate_images(self, X, reset=False)
-        data = ImageData.from_numpy(X_nchw, None, torch.device(self.net_.device))
+        if is_file_paths(X):
+            data = validate_image_files(
+                self,
+                X,
+                reset=False,
+                image_size=self.image_size,
+                skip_unreadable=False,
+            )
+            received_uint8 = True
+        else:
+            X_nchw, _ = validate_images(self, X, reset=False)
+            data = ImageData.from_numpy(X_nchw, None, torch.device(self.net_.device))
+            received_uint8 = X_nchw.dtype == np.uint8
         preparer = self.net_.batch_preparer
-        received_uint8 = X_nchw.dtype == np.uint8
         if preparer.scale_uint8 != received_uint8:
             # Trained on uint8 and given floats (or the reverse): scale what is uint8.
             self.net_.batch_preparer = BatchPreparer(

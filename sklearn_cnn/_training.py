@@ -10,12 +10,15 @@ device, converted to float32, augmented and scaled there, one batch at a time.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
 import os
 import sys
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,8 @@ from skorch.callbacks import (
 )
 from skorch.dataset import unpack_data
 from skorch.history import History
+
+from ._files import ImageFiles, decode_threads
 
 # Keep a whole training set on the GPU when it takes at most this share of free memory.
 _GPU_RESIDENT_FRACTION = 0.25
@@ -166,6 +171,74 @@ class BatchIterator:
             if batch_labels is not None:
                 batch_labels = batch_labels.to(self.device, non_blocking=non_blocking)
             yield batch, batch_labels
+
+
+class FileBatchIterator(BatchIterator):
+    """:class:`BatchIterator` over :class:`~sklearn_cnn._files.ImageFiles`.
+
+    The same batches in the same order as over an array of the same images, but
+    decoded from the files by a pool of threads: ``2 * n_threads`` batches are
+    decoded ahead while the net trains on the current one, and no more, so memory
+    does not grow with the number of files. Batches come out in order whichever
+    thread finishes first. On CUDA they are decoded into pinned memory and copied
+    without blocking.
+    """
+
+    def __init__(self, data: ImageFiles, *, n_threads: int | None = None, **kwargs):
+        super().__init__(data, **kwargs)
+        self.n_threads = decode_threads() if n_threads is None else n_threads
+
+    def _order(self) -> torch.Tensor:
+        """Positions of the images in the order they are served."""
+        if self.shuffle:
+            return torch.randperm(len(self.data), generator=self.generator)
+        return torch.arange(len(self.data))
+
+    def _decode_batch(self, indices: np.ndarray) -> torch.Tensor:
+        shape = (len(indices), *self.data.image_shape)
+        if self.device.type == "cuda":
+            pinned = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            self.data.decode(indices, pinned.numpy())
+            batch = pinned
+        else:
+            pixels = np.empty(shape, dtype=np.uint8)
+            self.data.decode(indices, pixels)
+            batch = torch.from_numpy(pixels)
+        # A channels-first view of channels-last memory, as arrays give.
+        return batch.permute(0, 3, 1, 2)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        order = self._order().numpy()
+        batches = [order[start:stop] for start, stop in self._bounds()]
+        labels = self.data.y
+        non_blocking = self.device.type == "cuda"
+        executor = ThreadPoolExecutor(
+            max_workers=self.n_threads, thread_name_prefix="sklearn_cnn-decode"
+        )
+        pending: deque = deque()
+        try:
+            upcoming = iter(batches)
+            for indices in itertools.islice(upcoming, 2 * self.n_threads):
+                pending.append((indices, executor.submit(self._decode_batch, indices)))
+            while pending:
+                indices, decoding = pending.popleft()
+                images = decoding.result()
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append(
+                        (following, executor.submit(self._decode_batch, following))
+                    )
+                batch_labels = None
+                if labels is not None:
+                    batch_labels = labels[torch.as_tensor(indices)].to(
+                        self.device, non_blocking=non_blocking
+                    )
+                yield images.to(self.device, non_blocking=non_blocking), batch_labels
+        finally:
+            # Stopped early (an error, early stopping): drop the queued batches.
+            for _, decoding in pending:
+                decoding.cancel()
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 class BatchPreparer:
@@ -416,14 +489,18 @@ class ImageNeuralNet(NeuralNetClassifier):
 
     # -- data ------------------------------------------------------------------
     def get_dataset(self, X, y=None):
-        if isinstance(X, ImageData):
+        if isinstance(X, (ImageData, ImageFiles)):
             return X
         return super().get_dataset(X, y)
 
     def get_iterator(self, dataset, training=False):
-        if not isinstance(dataset, ImageData):
+        if isinstance(dataset, ImageFiles):
+            iterator = FileBatchIterator
+        elif isinstance(dataset, ImageData):
+            iterator = BatchIterator
+        else:
             return super().get_iterator(dataset, training=training)
-        return BatchIterator(
+        return iterator(
             dataset,
             batch_size=self.batch_size,
             shuffle=training,
@@ -493,11 +570,13 @@ class ImageNeuralNet(NeuralNetClassifier):
         return self
 
 
-def predict_logits(net: ImageNeuralNet, data: ImageData) -> np.ndarray:
+def predict_logits(net: ImageNeuralNet, data: ImageData | ImageFiles) -> np.ndarray:
     """Logits for every image, computed batch by batch, collected on the CPU.
 
     A CUDA out-of-memory error halves the batch and carries on.
     """
+    if isinstance(data, ImageFiles):
+        return _predict_file_logits(net, data)
     # The training batch size: larger inference batches measured slower on CPUs,
     # whose caches they overflow.
     batch_size = net.batch_size
@@ -522,3 +601,32 @@ def predict_logits(net: ImageNeuralNet, data: ImageData) -> np.ndarray:
         outputs.append(logits.float().cpu().numpy())
         start = stop
     return np.concatenate(outputs)
+
+
+def _predict_file_logits(net: ImageNeuralNet, data: ImageFiles) -> np.ndarray:
+    """:func:`predict_logits` for image files, decoded ahead in threads."""
+    batches = FileBatchIterator(
+        data,
+        batch_size=net.batch_size,
+        shuffle=False,
+        generator=None,
+        device=torch.device(net.device),
+        merge_singleton=False,
+    )
+    net.module_.eval()
+    return np.concatenate([_logits_in_halves(net, batch) for batch, _ in batches])
+
+
+def _logits_in_halves(net: ImageNeuralNet, batch: torch.Tensor) -> np.ndarray:
+    """The logits of ``batch``, in halves (recursively) when CUDA runs out of memory."""
+    try:
+        with torch.inference_mode():
+            return net.infer(batch).float().cpu().numpy()
+    except torch.cuda.OutOfMemoryError:
+        if len(batch) == 1:
+            raise
+        torch.cuda.empty_cache()
+    half = len(batch) // 2
+    return np.concatenate(
+        [_logits_in_halves(net, batch[:half]), _logits_in_halves(net, batch[half:])]
+    )

@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..utils._runtime import resolve_seed
 from ..utils._sklearn_private import _fit_context
 from ..utils._tensors import images_to_tensor, tensor_to_images
-from ..utils._validation import validate_images
+from ..utils._validation import is_file_paths, validate_images
 from ._images import AugmentedImages
 
 
@@ -71,7 +71,8 @@ class BaseAugmenter(TransformerMixin, BaseEstimator):
         self : object
         """
         self._check_params()
-        validate_images(self, X, reset=True)
+        if not is_file_paths(X):
+            validate_images(self, X, reset=True)
         return self
 
     def _check_params(self) -> None:
@@ -89,6 +90,9 @@ class BaseAugmenter(TransformerMixin, BaseEstimator):
         X : ndarray
             The validated images, not augmented.
         """
+        if is_file_paths(X):
+            # Image files pass through to CNNImageClassifier, which decodes them.
+            return X
         check_is_fitted(self)
         X_nchw, layout = validate_images(self, X, reset=False)
         return layout.from_nchw(X_nchw)
@@ -113,6 +117,14 @@ class BaseAugmenter(TransformerMixin, BaseEstimator):
         """
         self.fit(X, y)
         previous = X if isinstance(X, AugmentedImages) else None
+        if is_file_paths(X):
+            # Nothing to draw before the files are decoded: the classifier
+            # augments every batch it decodes.
+            earlier = previous.augmenters if previous is not None else ()
+            paths = np.asarray(X, dtype=object)
+            return AugmentedImages.wrap(
+                paths, source=paths, source_layout=None, augmenters=(*earlier, self)
+            )
         X_nchw, layout = validate_images(self, X, reset=False)
         value_range = 255.0 if X_nchw.dtype == np.uint8 else 1.0
         generator = torch.Generator().manual_seed(resolve_seed(self.random_state))
