@@ -14,7 +14,9 @@ and ``on_train_end``):
   only shards a ``torch.utils.data.DataLoader`` and returns our
   :class:`~sklearn_cnn._training.BatchIterator` untouched: every process would
   train on all the data. We shard training batches ourselves
-  (:class:`_ShardedBatchIterator`, the semantics of ``DistributedSampler``).
+  (:class:`_ShardedBatchIterator`, the semantics of ``DistributedSampler``);
+  image files given as ``X`` are sharded alike, and each process decodes only
+  the files of its shard (:class:`_ShardedFileBatchIterator`).
 * ``evaluation_step``: the mixin gathers predictions from all processes, which
   is right only for sharded evaluation. Validation and prediction run whole on
   every process here (they are cheap next to training, and identical results on
@@ -48,7 +50,8 @@ from skorch.callbacks import LRScheduler
 from skorch.hf import AccelerateMixin
 
 from ._classifier import CNNImageClassifier
-from ._training import BatchIterator, ImageData, ImageNeuralNet
+from ._files import ImageFiles
+from ._training import BatchIterator, FileBatchIterator, ImageData, ImageNeuralNet
 from .utils._sklearn_private import HasMethods
 
 # Distributed types whose backward pass is not plain ``loss.backward()``.
@@ -123,7 +126,7 @@ class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
 
     # -- data ------------------------------------------------------------------
     def get_iterator(self, dataset, training=False):
-        if not isinstance(dataset, ImageData):
+        if not isinstance(dataset, (ImageData, ImageFiles)):
             if training:
                 return super().get_iterator(dataset, training=True)
             # Unsharded, like our own evaluation (see evaluation_step).
@@ -131,7 +134,10 @@ class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
         iterator = ImageNeuralNet.get_iterator(self, dataset, training=training)
         if not training or self.accelerator.num_processes == 1:
             return iterator
-        return _ShardedBatchIterator(
+        sharded = _ShardedBatchIterator
+        if isinstance(dataset, ImageFiles):
+            sharded = _ShardedFileBatchIterator
+        return sharded(
             dataset,
             batch_size=iterator.batch_size,
             shuffle=iterator.shuffle,
@@ -239,6 +245,13 @@ class _ShardedBatchIterator(BatchIterator):
                     self.device, non_blocking=non_blocking
                 )
             yield batch, batch_labels
+
+
+class _ShardedFileBatchIterator(_ShardedBatchIterator, FileBatchIterator):
+    """This process's share of every epoch of image files: only its files are read."""
+
+    _order = _ShardedBatchIterator._local_order
+    __iter__ = FileBatchIterator.__iter__
 
 
 def _silent(*args, **kwargs) -> None:

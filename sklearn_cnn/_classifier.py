@@ -382,10 +382,11 @@ list of paths
         augmenters, post_steps, source = self._training_recipe(X)
         self._check_filters()
         files = None
-        if is_file_paths(X):
+        # Augmenters in a Pipeline pass image files on as the source they keep.
+        if is_file_paths(X if source is None else source.source):
             files, y = validate_image_files(
                 self,
-                X,
+                X if source is None else source.source,
                 y,
                 reset=not continuing,
                 image_size=self.image_size,

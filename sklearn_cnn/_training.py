@@ -189,7 +189,11 @@ class FileBatchIterator(BatchIterator):
         self.n_threads = decode_threads() if n_threads is None else n_threads
 
     def _order(self) -> torch.Tensor:
-        """Positions of the images in the order they are served."""
+        """Positions of the images in the order they are served.
+
+        With ``_bounds``, what a sharding subclass overrides: the files of the
+        positions it leaves out are never read.
+        """
         if self.shuffle:
             return torch.randperm(len(self.data), generator=self.generator)
         return torch.arange(len(self.data))
@@ -208,7 +212,7 @@ class FileBatchIterator(BatchIterator):
         return batch.permute(0, 3, 1, 2)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        order = self._order().numpy()
+        order = self._order().cpu().numpy()
         batches = [order[start:stop] for start, stop in self._bounds()]
         labels = self.data.y
         non_blocking = self.device.type == "cuda"

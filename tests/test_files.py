@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import FAST, make_images
 from PIL import Image
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
@@ -12,6 +13,7 @@ from sklearn.pipeline import Pipeline
 from skorch.callbacks import Callback
 
 from sklearn_cnn import CNNImageClassifier
+from sklearn_cnn._files import validate_image_files
 from sklearn_cnn.augmentation import RandomHorizontalFlip
 from sklearn_cnn.datasets import load_image_folder
 from sklearn_cnn.preprocessing import ImageScaler
@@ -243,3 +245,41 @@ def test_cached_epochs_give_the_same_model(files):
     plain = fast(epochs=3).fit(paths, y).predict_proba(paths)
     cached = fast(epochs=3, cache_decoded=True).fit(paths, y).predict_proba(paths)
     assert np.array_equal(plain, cached)
+
+
+# -- several processes -------------------------------------------------------------
+class _StandIn:
+    """An accelerator that says it is process ``process_index`` of several."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, process_index, num_processes):
+        self.process_index = process_index
+        self.num_processes = num_processes
+
+
+def test_each_process_decodes_only_its_shard_of_the_files(tmp_path):
+    pytest.importorskip("accelerate")
+    from sklearn_cnn._accelerate import AcceleratedImageNet
+
+    paths = []
+    for value in range(11):
+        path = tmp_path / f"{value:02d}.png"
+        Image.fromarray(np.full((2, 2), value, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    shards = []
+    for rank in range(3):
+        net = AcceleratedImageNet(
+            torch.nn.Identity,
+            accelerator=_StandIn(rank, 3),
+            batch_size=2,
+            device="cpu",
+        )
+        net.shuffle_generator = torch.Generator().manual_seed(0)
+        files = validate_image_files(CNNImageClassifier(), paths, reset=True)
+        decoded = [images[:, 0, 0, 0] for images, _ in net.get_iterator(files, True)]
+        shards.append(torch.cat(decoded).tolist())
+    # Same number of images everywhere; together, every file at least once.
+    assert len({len(shard) for shard in shards}) == 1
+    assert set(sum(shards, [])) == set(range(11))
+    assert len(sum(shards, [])) - 11 < 3
