@@ -299,7 +299,7 @@ class AcceleratedCNNImageClassifier(CNNImageClassifier):
     filters, kernel_size, dense_units, dropout, module, epochs, batch_size, lr, \
 optimizer, weight_decay, class_weight, early_stopping, validation_fraction, \
 n_iter_no_change, warm_start, callbacks, augment, precision, random_state, \
-verbose, image_shape, checkpoint
+verbose, image_shape, image_size, unreadable_files, cache_decoded, checkpoint
         As in :class:`~sklearn_cnn.CNNImageClassifier`. With several processes,
         ``random_state`` must be an int, so that every process holds out the
         same validation images.
@@ -367,6 +367,9 @@ validation_scores_, n_iter_, device_
         random_state=None,
         verbose=0,
         image_shape=None,
+        image_size=None,
+        unreadable_files="skip",
+        cache_decoded=False,
         checkpoint=None,
     ):
         self.accelerator = accelerator
@@ -392,6 +395,9 @@ validation_scores_, n_iter_, device_
         self.random_state = random_state
         self.verbose = verbose
         self.image_shape = image_shape
+        self.image_size = image_size
+        self.unreadable_files = unreadable_files
+        self.cache_decoded = cache_decoded
         self.checkpoint = checkpoint
 
     @property

@@ -283,3 +283,17 @@ def test_each_process_decodes_only_its_shard_of_the_files(tmp_path):
     assert len({len(shard) for shard in shards}) == 1
     assert set(sum(shards, [])) == set(range(11))
     assert len(sum(shards, [])) - 11 < 3
+
+
+def test_accelerated_classifier_trains_on_files_like_the_plain_one(files):
+    accelerate = pytest.importorskip("accelerate")
+    from sklearn_cnn import AcceleratedCNNImageClassifier
+
+    paths, y = files
+    accelerated = AcceleratedCNNImageClassifier(
+        **FAST, accelerator=accelerate.Accelerator(cpu=True)
+    ).fit(paths, y)
+    plain = fast(device="cpu").fit(paths, y)
+    np.testing.assert_allclose(
+        accelerated.predict_proba(paths), plain.predict_proba(paths), atol=1e-5
+    )
