@@ -384,6 +384,11 @@ list of paths
         files = None
         # Augmenters in a Pipeline pass image files on as the source they keep.
         if is_file_paths(X if source is None else source.source):
+            if self.image_shape is not None:
+                raise ValueError(
+                    "image_shape describes the layout of arrays; X holds image "
+                    "files, whose size image_size sets. Pass image_shape=None."
+                )
             files, y = validate_image_files(
                 self,
                 X if source is None else source.source,
@@ -539,9 +544,12 @@ list of paths
         )
         digest = hashlib.sha256(repr(params).encode())
         if isinstance(images, ImageFiles):
-            # The files' names stand for their contents, which are not read here.
+            # Names, sizes and modification times stand for the files' contents,
+            # which are not read here.
             digest.update(repr(images.image_shape).encode())
-            digest.update("\0".join(images.paths).encode())
+            for path in images.paths:
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
         else:
             digest.update(repr((images.shape, str(images.dtype))).encode())
             for start in range(0, len(images), 1024):

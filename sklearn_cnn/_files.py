@@ -56,8 +56,12 @@ _PARALLEL_THRESHOLD = 64
 
 
 def decode_threads() -> int:
-    """Threads decoding batches: one per CPU, at most ``_MAX_THREADS``."""
-    return max(1, min(_MAX_THREADS, os.cpu_count() or 1))
+    """Threads decoding batches: one per CPU this process may use, at most 8."""
+    if hasattr(os, "sched_getaffinity"):
+        n_cpus = len(os.sched_getaffinity(0))
+    else:
+        n_cpus = os.cpu_count() or 1
+    return max(1, min(_MAX_THREADS, n_cpus))
 
 
 class DecodedCache:
@@ -77,8 +81,8 @@ class ImageFiles:
 
     Parameters
     ----------
-    paths : ndarray of shape (n_samples,), dtype str
-        The image files.
+    paths : ndarray of shape (n_samples,), dtype object
+        The image files, as str.
     y : Tensor of shape (n_samples,) or None
         Encoded labels (int64).
     image_shape : tuple of int
@@ -269,7 +273,8 @@ def validate_image_files(
         if hasattr(estimator, "feature_names_in_"):
             del estimator.feature_names_in_
     files = ImageFiles(
-        np.asarray([paths[i] for i in kept], dtype=str),
+        # Objects, not fixed-width strings: long paths would pad every entry.
+        np.asarray([paths[i] for i in kept], dtype=object),
         image_shape=(height, width, channels),
         resize=size is not None,
     )

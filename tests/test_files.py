@@ -173,6 +173,25 @@ def test_image_size_refuses_arrays_of_another_size(files):
         fast(image_size=6).fit(X, y)
 
 
+def test_image_shape_is_for_arrays_only(files):
+    paths, y = files
+    with pytest.raises(ValueError, match="image_shape describes the layout of arrays"):
+        fast(image_shape=(8, 8, 3)).fit(paths, y)
+
+
+def test_checkpoint_of_files_resumes_and_follows_their_changes(files, tmp_path):
+    paths, y = files
+    folder = tmp_path / "checkpoints"
+    fast(epochs=1, checkpoint=folder).fit(paths, y)
+    resumed = fast(epochs=2, checkpoint=folder).fit(paths, y)
+    assert len(list(folder.iterdir())) == 1 and resumed.n_iter_ == 2
+    # A file rewritten since: another data set, another checkpoint.
+    pixels = np.asarray(Image.open(paths[0]))
+    Image.fromarray(255 - pixels).save(paths[0])
+    fast(epochs=1, checkpoint=folder).fit(paths, y)
+    assert len(list(folder.iterdir())) == 2
+
+
 # -- unreadable and vanishing files ----------------------------------------------------
 def test_unreadable_files_are_skipped_with_one_warning_or_refused(files, tmp_path):
     paths, y = files
