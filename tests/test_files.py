@@ -316,3 +316,16 @@ def test_accelerated_classifier_trains_on_files_like_the_plain_one(files):
     np.testing.assert_allclose(
         accelerated.predict_proba(paths), plain.predict_proba(paths), atol=1e-5
     )
+
+
+def test_saved_model_of_files_predicts_files(files, tmp_path):
+    from sklearn_cnn import load_model, save_model
+
+    paths, y = files
+    clf = fast(image_size=(8, 8)).fit(paths, y)
+    save_model(clf, tmp_path / "model.safetensors")
+    loaded = load_model(tmp_path / "model.safetensors")
+    assert loaded.get_params()["image_size"] in ((8, 8), [8, 8])
+    np.testing.assert_allclose(
+        loaded.predict_proba(paths), clf.predict_proba(paths), atol=1e-6
+    )
