@@ -381,24 +381,8 @@ list of paths
     def _fit_unsafe(self, X, y, *, epochs, classes, continuing):
         augmenters, post_steps, source = self._training_recipe(X)
         self._check_filters()
-        files = None
-        # Augmenters in a Pipeline pass image files on as the source they keep.
-        if is_file_paths(X if source is None else source.source):
-            if self.image_shape is not None:
-                raise ValueError(
-                    "image_shape describes the layout of arrays; X holds image "
-                    "files, whose size image_size sets. Pass image_shape=None."
-                )
-            files, y = validate_image_files(
-                self,
-                X if source is None else source.source,
-                y,
-                reset=not continuing,
-                image_size=self.image_size,
-                skip_unreadable=self.unreadable_files == "skip",
-                stacklevel=6,
-            )
-        else:
+        files, y = self._training_files(X, y, source, continuing)
+        if files is None:
             X_nchw, _, y = validate_images(
                 self, X, y, reset=not continuing, image_shape=self.image_shape
             )
@@ -556,6 +540,27 @@ list of paths
                 digest.update(np.ascontiguousarray(images[start : start + 1024]).data)
         digest.update(np.ascontiguousarray(y_encoded).data)
         return Path(self.checkpoint) / f"cnn-{digest.hexdigest()[:20]}.pt"
+
+    def _training_files(self, X, y, source, continuing):
+        """The readable image files of ``X`` and their labels (None for arrays)."""
+        # Augmenters in a Pipeline pass image files on as the source they keep.
+        paths = X if source is None else source.source
+        if not is_file_paths(paths):
+            return None, y
+        if self.image_shape is not None:
+            raise ValueError(
+                "image_shape describes the layout of arrays; X holds image files, "
+                "whose size image_size sets. Pass image_shape=None."
+            )
+        return validate_image_files(
+            self,
+            paths,
+            y,
+            reset=not continuing,
+            image_size=self.image_size,
+            skip_unreadable=self.unreadable_files == "skip",
+            stacklevel=8,  # the caller of fit, through _fit_context
+        )
 
     def _check_image_size_of_arrays(self):
         """image_size resizes files only: arrays of another size are refused."""
