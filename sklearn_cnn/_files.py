@@ -53,6 +53,7 @@ from .datasets._folder import (
 _MAX_THREADS = 8
 # Below this many files, listing in threads costs more than it saves.
 _PARALLEL_THRESHOLD = 64
+_LISTING_CHUNK = 256
 
 
 def decode_threads() -> int:
@@ -183,10 +184,20 @@ def _list_headers(paths: list[str]) -> list:
         except Exception as error:
             return f"{type(error).__name__}: {error}"
 
+    def headers_of(chunk):
+        return [header_or_reason(path) for path in chunk]
+
     if len(paths) < _PARALLEL_THRESHOLD:
-        return [header_or_reason(path) for path in paths]
+        return headers_of(paths)
+    # One task per chunk of files: a future per file would cost more memory
+    # than the headers themselves (ThreadPoolExecutor.map ignores chunksize).
+    chunks = [
+        paths[start : start + _LISTING_CHUNK]
+        for start in range(0, len(paths), _LISTING_CHUNK)
+    ]
     with ThreadPoolExecutor(max_workers=decode_threads()) as executor:
-        return list(executor.map(header_or_reason, paths, chunksize=64))
+        listed = executor.map(headers_of, chunks)
+        return [header for chunk in listed for header in chunk]
 
 
 def validate_image_files(
