@@ -199,6 +199,13 @@ def test_paths_only_lists_the_files_without_decoding_them(folder):
     assert np.array_equal(paths, listed.filenames) and np.array_equal(y, listed.target)
 
 
+def test_load_images_paths_only_lists_files_and_folders(folder, tmp_path):
+    loose = save(tmp_path / "loose.png", solid(9, channels=3))
+    listed = load_images([loose, folder / "light"], paths_only=True)
+    assert [Path(file).name for file in listed.data] == ["loose.png", "0.png", "1.png"]
+    assert np.array_equal(listed.filenames, listed.data) and listed.skipped == []
+
+
 # -- load_image_folder: errors and unreadable files ---------------------------------
 def test_corrupt_files_are_skipped_with_one_warning_listing_them(folder):
     (folder / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")

@@ -498,7 +498,13 @@ def _files_in(path: str) -> list[str]:
 
 
 def load_images(
-    paths, image_size=(64, 64), *, strict=False, n_jobs=None, verbose="auto"
+    paths,
+    image_size=(64, 64),
+    *,
+    paths_only=False,
+    strict=False,
+    n_jobs=None,
+    verbose="auto",
 ):
     """Load unlabelled images from files and folders, to predict their classes.
 
@@ -515,6 +521,11 @@ def load_images(
     image_size : int or tuple of (int, int) or None, default=(64, 64)
         ``(height, width)`` of the returned images; an int gives square images.
         None keeps every image's own size, which must then be the same for all.
+    paths_only : bool, default=False
+        If True, list the image files without decoding any: ``data`` holds
+        their paths, for :class:`~sklearn_cnn.CNNImageClassifier` to read batch
+        by batch (see :ref:`large_data`); ``image_size``, ``strict``, ``n_jobs``
+        and ``verbose`` are then not used.
     strict : bool, default=False
         False skips files that cannot be decoded, with one warning listing them;
         True raises a ``ValueError`` naming the first one.
@@ -529,7 +540,8 @@ def load_images(
         Dictionary-like object, with the following attributes.
 
         data : ndarray of shape (n_images, height, width, 3), dtype uint8
-            The images, in the order of ``paths`` (files of a folder sorted).
+            The images, in the order of ``paths`` (files of a folder sorted);
+            with ``paths_only=True``, the same as ``filenames``.
         filenames : ndarray of shape (n_images,), dtype str
             The path of each image.
         skipped : list of str
@@ -562,6 +574,8 @@ def load_images(
     (3, 8, 8, 3)
     >>> [Path(name).name for name in images.filenames]
     ['0.png', '1.png', '2.png']
+    >>> load_images(folder, paths_only=True).data.shape
+    (3,)
     """
     size = check_image_size(image_size, allow_none=True)
     _check_loading_options(n_jobs, verbose)
@@ -578,6 +592,9 @@ def load_images(
             f"Found no images in {', '.join(map(repr, map(os.fspath, paths)))}; "
             f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}."
         )
+    if paths_only:
+        filenames = np.asarray(files, dtype=str)
+        return Bunch(data=filenames, filenames=filenames, skipped=[])
     decoded = _decode_all(files, size, n_jobs, verbose)
     skipped = report_unreadable(files, decoded, strict, where="the given paths")
     kept = [i for i, result in enumerate(decoded) if not isinstance(result, str)]
