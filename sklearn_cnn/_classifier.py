@@ -9,21 +9,26 @@ import os
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy.special import log_softmax, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
+from skorch.helper import predefined_split
 
-from ._files import ImageFiles, validate_image_files
+from ._files import validate_image_files
 from ._network import ConvNet
 from ._training import (
     BatchPreparer,
     ImageData,
+    ImageFiles,
     ImageNeuralNet,
+    PredictionSettings,
     TrainingCheckpoint,
     _EpochProgressBar,
     _StoppingEarly,
@@ -34,16 +39,17 @@ from .augmentation._images import AugmentedImages, warn_augmentation_lost
 from .datasets._folder import check_image_size
 from .utils._runtime import (
     derive_seeds,
-    isolated_torch_rng,
     resolve_device,
     resolve_precision,
     resolve_seed,
+    seeded_random_ops,
 )
 from .utils._sklearn_private import (
     HasMethods,
     Interval,
     InvalidParameterError,
     StrOptions,
+    _check_sample_weight,
     _fit_context,
 )
 from .utils._validation import is_file_paths, validate_images
@@ -54,8 +60,17 @@ _OPTIMIZERS = {
     "sgd": (torch.optim.SGD, {"momentum": 0.9}),
 }
 
-# Autocast dtypes of a fitted net by the names save_model writes.
-_AUTOCAST_DTYPES = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+class _TrainingSet(NamedTuple):
+    """What one fit trains on, validated: channels-first images and their labels."""
+
+    images: np.ndarray | ImageFiles
+    y: np.ndarray
+    classes: np.ndarray
+    sample_weight: np.ndarray | None
+    scale_uint8: bool
+    augmenters: tuple
+    post_steps: tuple
 
 
 class CNNImageClassifier(ClassifierMixin, BaseEstimator):
@@ -89,6 +104,9 @@ class CNNImageClassifier(ClassifierMixin, BaseEstimator):
         copied, so that the instance you pass stays untouched). The network takes
         a float32 batch of shape (n, channels, height, width) and returns logits
         of shape (n, n_classes). The architecture parameters above are ignored.
+        Lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``) work: one forward
+        pass of a zero batch of the images' shape gives them their sizes before
+        the optimizer is built, so a head needs no computed input size.
     epochs : int, default=10
         Number of passes over the training data.
     batch_size : int, default=64
@@ -128,7 +146,19 @@ default='adam'
         nor to the validation split. Augmenters placed before the classifier in a
         Pipeline work the same way.
     device : 'auto', str or torch.device, default='auto'
-        Where to train: 'auto' picks CUDA when available, else the CPU.
+        Where to train: 'auto' picks CUDA when available, else the CPU. With an
+        ``accelerator``, the accelerator's device ('auto', or the same device).
+    accelerator : accelerate.Accelerator or None, default=None
+        Train data-parallel on several GPUs (or processes) with Hugging Face
+        Accelerate: launch the script once per GPU (``accelerate launch
+        script.py`` or ``torchrun --nproc-per-node=4 script.py``). Every process
+        trains on its own share of each epoch's images and the gradients are
+        averaged, so all processes end with the same network. ``batch_size`` is
+        per process; validation and prediction run whole on every process. The
+        accelerator's own mixed precision and gradient accumulation apply (leave
+        ``precision='auto'`` off then: ``precision='float32'``). With several
+        processes ``random_state`` must be an int, so every process holds out
+        and shuffles alike. Needs ``pip install 'sklearn-cnn[distributed]'``.
     precision : {'auto', 'float32', 'bfloat16'}, default='auto'
         Numeric precision of the network's arithmetic. 'auto' uses bfloat16
         autocast with channels-last memory where the hardware runs bfloat16
@@ -236,6 +266,7 @@ default='adam'
         "callbacks": [list, None],
         "augment": [HasMethods(["augment_batch"]), None],
         "device": [str, torch.device],
+        "accelerator": [HasMethods(["prepare", "backward", "unwrap_model"]), None],
         "precision": [StrOptions({"auto", "float32", "bfloat16"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -268,6 +299,7 @@ default='adam'
         callbacks=None,
         augment=None,
         device="auto",
+        accelerator=None,
         precision="auto",
         random_state=None,
         verbose=0,
@@ -296,6 +328,7 @@ default='adam'
         self.callbacks = callbacks
         self.augment = augment
         self.device = device
+        self.accelerator = accelerator
         self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
@@ -307,7 +340,7 @@ default='adam'
 
     # -- fitting ---------------------------------------------------------------
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train the network on images ``X`` with labels ``y``.
 
         Parameters
@@ -322,6 +355,11 @@ list of paths
             batch by batch during training (see ``image_size``).
         y : array-like of shape (n_samples,)
             Class labels: ints, strings or bools.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each image in the loss (the weighted mean of the images'
+            losses), multiplied by ``class_weight`` where both are given. A
+            weight of 0 ignores the image; the validation split of
+            ``early_stopping`` is weighted too. None weighs all images alike.
 
         Returns
         -------
@@ -329,9 +367,16 @@ list of paths
             The fitted classifier.
         """
         continuing = self.warm_start and hasattr(self, "net_")
-        return self._fit(X, y, epochs=self.epochs, classes=None, continuing=continuing)
+        return self._fit(
+            X,
+            y,
+            sample_weight,
+            epochs=self.epochs,
+            classes=None,
+            continuing=continuing,
+        )
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """Train for one more epoch on ``X`` and ``y``.
 
         Parameters
@@ -342,6 +387,8 @@ list of paths
             Class labels.
         classes : array-like of shape (n_classes,), default=None
             All the classes that will ever be seen; required on the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weight of each image in the loss; see :meth:`fit`.
 
         Returns
         -------
@@ -355,15 +402,22 @@ list of paths
                     "classes must be passed on the first call to partial_fit, "
                     "for example classes=np.unique(y_all)."
                 )
-            return self._fit(X, y, epochs=1, classes=classes, continuing=False)
-        return self._fit(X, y, epochs=1, classes=None, continuing=True)
+            return self._fit(
+                X, y, sample_weight, epochs=1, classes=classes, continuing=False
+            )
+        return self._fit(X, y, sample_weight, epochs=1, classes=None, continuing=True)
 
-    def _fit(self, X, y, *, epochs, classes, continuing):
+    def _fit(self, X, y, sample_weight, *, epochs, classes, continuing):
         snapshot = self.__dict__.copy()
         weights = self._snapshot_weights() if continuing else None
         try:
             return self._fit_unsafe(
-                X, y, epochs=epochs, classes=classes, continuing=continuing
+                X,
+                y,
+                sample_weight,
+                epochs=epochs,
+                classes=classes,
+                continuing=continuing,
             )
         except KeyboardInterrupt:
             if hasattr(self, "net_") and self.net_ is not snapshot.get("net_"):
@@ -378,34 +432,10 @@ list of paths
                 self._restore_weights(weights)
             raise
 
-    def _fit_unsafe(self, X, y, *, epochs, classes, continuing):
-        augmenters, post_steps, source = self._training_recipe(X)
-        self._check_filters()
-        files, y = self._training_files(X, y, source, continuing)
-        if files is None:
-            X_nchw, _, y = validate_images(
-                self, X, y, reset=not continuing, image_shape=self.image_shape
-            )
-            self._check_image_size_of_arrays()
-        check_classification_targets(y)
-        y_encoded, classes_ = self._encode_labels(y, classes, continuing)
-        if files is not None:
-            # Decoded files are uint8, as a folder loaded into an array would be.
-            received_uint8 = True
-            train_images = files.labelled(y_encoded, cache=self.cache_decoded)
-        else:
-            received_uint8 = X_nchw.dtype == np.uint8
-            train_images = X_nchw
-        if source is not None and files is None:
-            train_images = source.source_layout.to_nchw(np.asarray(source.source))
-            if len(train_images) != len(X_nchw):
-                raise ValueError(
-                    f"The augmented images hold {len(train_images)} source images "
-                    f"but X has {len(X_nchw)}."
-                )
-
-        device = resolve_device(self.device)
-        checkpoint_path = self._checkpoint_path(train_images, y_encoded)
+    def _fit_unsafe(self, X, y, sample_weight, *, epochs, classes, continuing):
+        training_set = self._training_set(X, y, sample_weight, classes, continuing)
+        device = self._training_device()
+        checkpoint_path = self._checkpoint_path(training_set)
         resumed = None
         if not continuing and checkpoint_path is not None and checkpoint_path.exists():
             resumed = TrainingCheckpoint.load(checkpoint_path)
@@ -420,29 +450,15 @@ list of paths
         autocast_dtype = resolve_precision(self.precision, device)
         # Channels-last batches run the convolutions faster on CPUs (measured in
         # benchmarks/) and are what bf16 kernels want on GPUs.
-        channels_last = device.type == "cpu" or autocast_dtype is not None
-
-        train_idx, valid_idx = self._split(y_encoded, split_seed)
-        data = train_images
-        if files is None:
-            data = ImageData.from_numpy(train_images, y_encoded, device)
-        train_data = data if valid_idx is None else data.subset(train_idx)
-        valid_data = None if valid_idx is None else data.subset(valid_idx)
-
-        # Training batches come from the source images: augment them, then apply
-        # the Pipeline steps that followed the augmenters (validation batches get
-        # those steps too, without augmentation).
-        fit_preparer = BatchPreparer(
-            source_is_uint8=files is not None or train_images.dtype == np.uint8,
-            scale_uint8=received_uint8,
-            augmenters=augmenters,
-            post_steps=post_steps,
-            channels_last=channels_last,
+        settings = PredictionSettings(
+            channels_last=device.type == "cpu" or autocast_dtype is not None,
+            autocast_dtype=autocast_dtype,
         )
-        fit_preparer.generator = torch.Generator(device=device).manual_seed(
-            augment_seed
-        )
-        with isolated_torch_rng(init_seed, device):
+        train_data, valid_data = self._split_data(training_set, device, split_seed)
+
+        # Weight initialization and dropout draw from generators of this fit
+        # only: the process-wide generator, shared by all threads, stays untouched.
+        with seeded_random_ops(init_seed):
             if continuing:
                 net = self.net_
                 # Parameters may have changed since the last fit (early
@@ -450,18 +466,26 @@ list of paths
                 net.set_params(verbose=self.verbose, callbacks=self._callbacks())
                 net.initialize_callbacks()
             else:
-                net = self._build_net(classes_, y_encoded, device)
+                net = self._build_net(
+                    training_set.classes,
+                    training_set.y,
+                    device,
+                    training_set.sample_weight,
+                )
                 net.initialize()
                 if resumed is not None:
                     TrainingCheckpoint.restore(net, resumed)
-            if channels_last:
+            if settings.channels_last:
                 net.module_.to(memory_format=torch.channels_last)
             if checkpoint_path is not None:
                 dict(net.callbacks_)["checkpoint"].path = checkpoint_path
-            net.batch_preparer = fit_preparer
+            net.batch_preparer = self._fit_preparer(
+                training_set, settings, device, augment_seed
+            )
             net.autocast_dtype = autocast_dtype
             net.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
-            net.train_split = _HeldOut(valid_data) if valid_data is not None else None
+            if valid_data is not None:
+                net.train_split = predefined_split(valid_data)
             self.net_ = net
             try:
                 if epochs > 0:
@@ -473,18 +497,143 @@ list of paths
                     "Lower batch_size, use precision='bfloat16', or device='cpu'."
                 ) from error
             finally:
-                # What prediction needs, and nothing that belongs to this fit only.
+                # What prediction needs travels as a value; nothing that belongs
+                # to this fit only stays on the net.
                 net.train_split = None
                 net.shuffle_generator = None
-                net.batch_preparer = BatchPreparer(
-                    source_is_uint8=received_uint8,
-                    scale_uint8=received_uint8,
-                    channels_last=channels_last,
-                )
-                self.classes_ = classes_
+                net.batch_preparer = None
+                net.module_.eval()
+                self.prediction_settings_ = settings
+                self.classes_ = training_set.classes
                 self.device_ = str(device)
                 self._record_history()
         return self
+
+    def _training_set(self, X, y, sample_weight, classes, continuing) -> _TrainingSet:
+        """Validated training images, encoded labels, weights and augmentation."""
+        augmenters, post_steps, source = self._training_recipe(X)
+        self._check_filters()
+        files, y = self._training_files(X, y, source, continuing)
+        if files is None:
+            X_nchw, _, y = validate_images(
+                self, X, y, reset=not continuing, image_shape=self.image_shape
+            )
+            self._check_image_size_of_arrays()
+        check_classification_targets(y)
+        y_encoded, classes_ = self._encode_labels(y, classes, continuing)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, y_encoded, dtype=np.float32, ensure_non_negative=True
+            )
+        images = X_nchw if files is None else files
+        if source is not None and files is None:
+            # Training batches are drawn afresh from the un-augmented source.
+            images = source.source_layout.to_nchw(np.asarray(source.source))
+            if len(images) != len(X_nchw):
+                raise ValueError(
+                    f"The augmented images hold {len(images)} source images "
+                    f"but X has {len(X_nchw)}."
+                )
+        if sample_weight is not None and not sample_weight.all():
+            # An image of weight 0 is left out altogether, so that it counts for
+            # nothing in batch-norm statistics either.
+            kept = np.flatnonzero(sample_weight)
+            images, y_encoded = images[kept], y_encoded[kept]
+            sample_weight = sample_weight[kept]
+        return _TrainingSet(
+            images=images,
+            y=y_encoded,
+            classes=classes_,
+            sample_weight=sample_weight,
+            scale_uint8=files is not None or X_nchw.dtype == np.uint8,
+            augmenters=tuple(augmenters),
+            post_steps=tuple(post_steps),
+        )
+
+    def _training_files(self, X, y, source, continuing):
+        """The readable image files of ``X`` and their labels (None for arrays)."""
+        # Augmenters in a Pipeline pass image files on as the source they keep.
+        paths = X if source is None else source.source
+        if not is_file_paths(paths):
+            return None, y
+        if self.image_shape is not None:
+            raise ValueError(
+                "image_shape describes the layout of arrays; X holds image files, "
+                "whose size image_size sets. Pass image_shape=None."
+            )
+        return validate_image_files(
+            self,
+            paths,
+            y,
+            reset=not continuing,
+            image_size=self.image_size,
+            skip_unreadable=self.unreadable_files == "skip",
+            stacklevel=9,  # the caller of fit, through _fit_context
+        )
+
+    def _check_image_size_of_arrays(self):
+        """image_size resizes files only: arrays of another size are refused."""
+        if self.image_size is None:
+            return
+        size = check_image_size(self.image_size)
+        if size != tuple(self.image_shape_[:2]):
+            raise ValueError(
+                f"image_size={self.image_size!r} resizes image files, but X is an "
+                f"array of images of size (height, width) = {self.image_shape_[:2]}. "
+                "Resize arrays with sklearn_cnn.preprocessing.ImageResizer, or "
+                "pass image_size=None."
+            )
+
+    def _split_data(self, training_set, device, seed):
+        """The training and validation :class:`ImageData` (None: no validation)."""
+        train_idx, valid_idx = self._split(training_set.y, seed)
+        if isinstance(training_set.images, ImageFiles):
+            data = training_set.images.labelled(
+                training_set.y, training_set.sample_weight, cache=self.cache_decoded
+            )
+        else:
+            data = ImageData.from_numpy(
+                training_set.images, training_set.y, device, training_set.sample_weight
+            )
+        if valid_idx is None:
+            return data, None
+        return data.subset(train_idx), data.subset(valid_idx)
+
+    @staticmethod
+    def _fit_preparer(training_set, settings, device, seed) -> BatchPreparer:
+        """Training batches: augmented, then the Pipeline steps after the augmenters.
+
+        Validation batches get those steps too, without augmentation.
+        """
+        preparer = BatchPreparer(
+            source_is_uint8=training_set.images.dtype == np.uint8,
+            scale_uint8=training_set.scale_uint8,
+            augmenters=training_set.augmenters,
+            post_steps=training_set.post_steps,
+            channels_last=settings.channels_last,
+        )
+        preparer.generator = torch.Generator(device=device).manual_seed(seed)
+        return preparer
+
+    def _training_device(self) -> torch.device:
+        if self.accelerator is None:
+            return resolve_device(self.device)
+        device = torch.device(self.accelerator.device)
+        from ._accelerate import same_device
+
+        if self.device != "auto" and not same_device(torch.device(self.device), device):
+            raise ValueError(
+                f"device={str(self.device)!r} differs from the accelerator's device "
+                f"{str(device)!r}; leave device='auto' when passing an accelerator."
+            )
+        n_processes = self.accelerator.num_processes
+        if n_processes > 1 and not isinstance(self.random_state, Integral):
+            raise ValueError(
+                f"Training on {n_processes} processes needs an int random_state, so "
+                "that every process holds out and shuffles the same images; got "
+                f"random_state={self.random_state!r}."
+            )
+        return device
 
     def _training_recipe(self, X):
         """The augmenters and follow-up steps for training batches, and their source.
@@ -516,8 +665,10 @@ list of paths
             augmenters.append(self.augment)
         return augmenters, post_steps, source
 
-    def _checkpoint_path(self, images, y_encoded):
+    def _checkpoint_path(self, training_set):
         """One file per combination of parameters and data (None: no checkpoints)."""
+        images, y_encoded = training_set.images, training_set.y
+        sample_weight = training_set.sample_weight
         if self.checkpoint is None:
             return None
         ignored = {"epochs", "verbose", "checkpoint", "warm_start", "device"}
@@ -539,41 +690,9 @@ list of paths
             for start in range(0, len(images), 1024):
                 digest.update(np.ascontiguousarray(images[start : start + 1024]).data)
         digest.update(np.ascontiguousarray(y_encoded).data)
+        if sample_weight is not None:
+            digest.update(np.ascontiguousarray(sample_weight).data)
         return Path(self.checkpoint) / f"cnn-{digest.hexdigest()[:20]}.pt"
-
-    def _training_files(self, X, y, source, continuing):
-        """The readable image files of ``X`` and their labels (None for arrays)."""
-        # Augmenters in a Pipeline pass image files on as the source they keep.
-        paths = X if source is None else source.source
-        if not is_file_paths(paths):
-            return None, y
-        if self.image_shape is not None:
-            raise ValueError(
-                "image_shape describes the layout of arrays; X holds image files, "
-                "whose size image_size sets. Pass image_shape=None."
-            )
-        return validate_image_files(
-            self,
-            paths,
-            y,
-            reset=not continuing,
-            image_size=self.image_size,
-            skip_unreadable=self.unreadable_files == "skip",
-            stacklevel=8,  # the caller of fit, through _fit_context
-        )
-
-    def _check_image_size_of_arrays(self):
-        """image_size resizes files only: arrays of another size are refused."""
-        if self.image_size is None:
-            return
-        size = check_image_size(self.image_size)
-        if size != tuple(self.image_shape_[:2]):
-            raise ValueError(
-                f"image_size={self.image_size!r} resizes image files, but X is an "
-                f"array of images of size (height, width) = {self.image_shape_[:2]}. "
-                "Resize arrays with sklearn_cnn.preprocessing.ImageResizer, or "
-                "pass image_size=None."
-            )
 
     def _check_filters(self):
         filters = self.filters
@@ -607,46 +726,58 @@ list of paths
         return np.searchsorted(classes_, y).astype(np.int64), classes_
 
     def _split(self, y_encoded, seed):
-        """Indices of the training and the validation images (None: no split)."""
+        """Indices of the training and the validation images (None: no split).
+
+        Stratified whenever every class can have an image on both sides;
+        otherwise (a class with a single image, or fewer images to hold out
+        than there are classes) a plain random split.
+        """
         if not self.early_stopping:
             return None, None
-        indices = np.arange(len(y_encoded))
-        n_classes = len(np.unique(y_encoded))
-        n_valid = int(np.ceil(self.validation_fraction * len(y_encoded)))
-        stratify = y_encoded
-        if n_valid < n_classes or len(y_encoded) - n_valid < n_classes:
-            stratify = None  # too few images to keep every class in both parts
-        if n_valid < 1 or n_valid >= len(y_encoded):
+        n_images = len(y_encoded)
+        n_valid = int(np.ceil(self.validation_fraction * n_images))
+        if n_valid >= n_images:
             raise ValueError(
                 f"validation_fraction={self.validation_fraction} of "
-                f"{len(y_encoded)} images leaves no images for training or for "
-                "validation; use more images or early_stopping=False."
+                f"{n_images} images leaves no images for training; use more "
+                "images or early_stopping=False."
             )
-        try:
-            return train_test_split(
-                indices,
-                test_size=n_valid,
-                stratify=stratify,
-                random_state=seed % (2**32),
-            )
-        except ValueError:
-            return train_test_split(
-                indices, test_size=n_valid, random_state=seed % (2**32)
-            )
+        counts = np.bincount(y_encoded)
+        counts = counts[counts > 0]
+        stratifiable = counts.min() >= 2 and min(n_valid, n_images - n_valid) >= len(
+            counts
+        )
+        return train_test_split(
+            np.arange(n_images),
+            test_size=n_valid,
+            stratify=y_encoded if stratifiable else None,
+            random_state=seed % (2**32),
+        )
 
-    def _build_net(self, classes_, y_encoded, device):
+    def _build_net(self, classes_, y_encoded, device, sample_weight=None):
         channels, height, width = self._image_chw()
         module, module_kwargs = self._module_spec(
             channels, len(classes_), height, width
         )
         optimizer, optimizer_kwargs = self._optimizer_spec()
-        criterion_kwargs = {}
+        # One loss per image: the net weighs and averages them (get_loss).
+        criterion_kwargs = {"criterion__reduction": "none"}
         if self.class_weight is not None:
             criterion_kwargs["criterion__weight"] = torch.as_tensor(
-                self._class_weights(classes_, y_encoded), dtype=torch.float32
+                self._class_weights(classes_, y_encoded, sample_weight),
+                dtype=torch.float32,
             )
-        return ImageNeuralNet(
+        net_class, net_kwargs = ImageNeuralNet, {}
+        if self.accelerator is not None:
+            from ._accelerate import AcceleratedImageNet
+
+            net_class, net_kwargs = (
+                AcceleratedImageNet,
+                {"accelerator": self.accelerator},
+            )
+        return net_class(
             module,
+            input_shape=(channels, height, width),
             criterion=torch.nn.CrossEntropyLoss,
             optimizer=optimizer,
             lr=self.lr,
@@ -660,6 +791,7 @@ list of paths
             **module_kwargs,
             **optimizer_kwargs,
             **criterion_kwargs,
+            **net_kwargs,
         )
 
     def _callbacks(self):
@@ -680,7 +812,9 @@ list of paths
                     ),
                 )
             )
-        if self.verbose:
+        main_process = self.accelerator is None or self.accelerator.is_main_process
+        if self.verbose and main_process:
+            # One progress bar for a data-parallel run: the main process's.
             callbacks.append(("progress_bar", _EpochProgressBar()))
         if self.checkpoint is not None:
             # The path depends on the data; fit sets it before training.
@@ -726,12 +860,12 @@ list of paths
             kwargs["optimizer__weight_decay"] = self.weight_decay
         return optimizer, kwargs
 
-    def _class_weights(self, classes_, y_encoded):
+    def _class_weights(self, classes_, y_encoded, sample_weight=None):
         if self.class_weight == "balanced":
             present = np.unique(y_encoded)
             weights = np.ones(len(classes_))
             weights[present] = compute_class_weight(
-                "balanced", classes=present, y=y_encoded
+                "balanced", classes=present, y=y_encoded, sample_weight=sample_weight
             )
             return weights
         weights = np.ones(len(classes_))
@@ -796,23 +930,10 @@ list of paths
                 image_size=self.image_size,
                 skip_unreadable=False,
             )
-            received_uint8 = True
         else:
             X_nchw, _ = validate_images(self, X, reset=False)
             data = ImageData.from_numpy(X_nchw, None, torch.device(self.net_.device))
-            received_uint8 = X_nchw.dtype == np.uint8
-        preparer = self.net_.batch_preparer
-        if preparer.scale_uint8 != received_uint8:
-            # Trained on uint8 and given floats (or the reverse): scale what is uint8.
-            self.net_.batch_preparer = BatchPreparer(
-                source_is_uint8=received_uint8,
-                scale_uint8=received_uint8,
-                channels_last=preparer.channels_last,
-            )
-        try:
-            return predict_logits(self.net_, data)
-        finally:
-            self.net_.batch_preparer = preparer
+        return predict_logits(self.net_, data, self.prediction_settings_)
 
     def predict_proba(self, X):
         """Probability of each class for each image.
@@ -827,11 +948,7 @@ list of paths
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        logits = self._logits(X).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        np.exp(logits, out=logits)
-        logits /= logits.sum(axis=1, keepdims=True)
-        return logits
+        return softmax(self._logits(X).astype(np.float64), axis=1)
 
     def predict_log_proba(self, X):
         """Logarithm of the class probabilities.
@@ -844,9 +961,7 @@ list of paths
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
-        logits = self._logits(X).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return log_softmax(self._logits(X).astype(np.float64), axis=1)
 
     def predict(self, X):
         """Predict the class label of each image.
@@ -864,35 +979,14 @@ list of paths
         return self.classes_[np.argmax(logits, axis=1)]
 
     # -- persistence and tags --------------------------------------------------------
-    def _prediction_settings(self) -> dict:
-        """How ``net_`` prepares prediction batches, as JSON values for save_model."""
-        autocast = self.net_.autocast_dtype
-        names = {dtype: name for name, dtype in _AUTOCAST_DTYPES.items()}
-        return {
-            "scale_uint8": bool(self.net_.batch_preparer.scale_uint8),
-            "channels_last": bool(self.net_.batch_preparer.channels_last),
-            "autocast_dtype": names[autocast],
-        }
-
-    def _restore_net(self, settings: dict, device: torch.device) -> None:
+    def _restore_net(self, device: torch.device) -> None:
         """Re-create ``net_`` on ``device`` from the fitted attributes, for load_model.
 
-        ``classes_``, ``image_shape_`` and ``history_`` must be set, and
-        ``settings`` must come from :meth:`_prediction_settings`. The network gets
-        fresh weights: the caller loads the saved ones into ``net_.module_`` and
-        ``net_.criterion_``.
+        ``classes_``, ``image_shape_`` and ``history_`` must be set. The network
+        gets fresh weights: the caller loads the saved ones into ``net_.module_``
+        and ``net_.criterion_``.
         """
-        flags = (settings.get("scale_uint8"), settings.get("channels_last"))
-        autocast = settings.get("autocast_dtype")
-        if not all(isinstance(flag, bool) for flag in flags) or (
-            autocast not in _AUTOCAST_DTYPES
-        ):
-            raise ValueError(
-                "The prediction settings must hold booleans scale_uint8 and "
-                "channels_last and an autocast_dtype in "
-                f"{sorted(_AUTOCAST_DTYPES, key=str)}; got {settings!r}."
-            )
-        with isolated_torch_rng(0, device):
+        with seeded_random_ops(0):
             # Balanced class weights need the training labels: the saved criterion
             # state replaces these placeholder weights.
             net = self._build_net(self.classes_, np.arange(len(self.classes_)), device)
@@ -901,13 +995,7 @@ list of paths
             net.history.new_epoch()
             for key, value in row.items():
                 net.history.record(key, value)
-        scale_uint8, channels_last = flags
-        net.batch_preparer = BatchPreparer(
-            source_is_uint8=scale_uint8,
-            scale_uint8=scale_uint8,
-            channels_last=channels_last,
-        )
-        net.autocast_dtype = _AUTOCAST_DTYPES[autocast]
+        net.module_.eval()
         self.net_ = net
         self.device_ = str(device)
 
@@ -925,22 +1013,13 @@ list of paths
                 self.device_ = "cpu"
                 self.net_.device = "cpu"
                 self.net_.module_.to("cpu")
+                self.net_.criterion_.to("cpu")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         tags.classifier_tags.multi_label = False
         return tags
-
-
-class _HeldOut:
-    """A skorch ``train_split`` that returns a validation set chosen beforehand."""
-
-    def __init__(self, valid_data):
-        self.valid_data = valid_data
-
-    def __call__(self, dataset, y=None, **fit_params):
-        return dataset, self.valid_data
 
 
 def _silent(*args, **kwargs):

@@ -3,13 +3,13 @@
 ``CNNImageClassifier`` accepts a 1-D array or list of paths wherever it accepts
 pixels. :func:`validate_image_files` reads only the files' headers (size, gray or
 colour; unreadable files are skipped with one warning or refused) and returns an
-:class:`ImageFiles`, which plays the part ``ImageData`` plays for arrays. The
-``FileBatchIterator`` of ``_training`` cuts it into the same batches, in the same
+``ImageFiles`` of ``_training``, which plays the part ``ImageData`` plays for
+arrays. ``FileBatchIterator`` cuts it into the same batches, in the same
 shuffled order, as ``BatchIterator`` cuts an array, and decodes them in a few
-threads ahead of the training step. The batches are uint8 ``(n, channels, height,
-width)`` tensors, exactly what an array would give, so the ``BatchPreparer``
-(float conversion, augmentation, scaling on the device) is the same for both
-routes.
+threads ahead of the training step. The batches are uint8 ``(n, channels,
+height, width)`` tensors, exactly what an array would give, so the
+``BatchPreparer`` (float conversion, augmentation, scaling on the device) is the
+same for both routes.
 
 Choices, measured with ``benchmarks/streaming.py --decoders`` (a loaded 2-core
 machine; rerun it on yours):
@@ -30,7 +30,7 @@ machine; rerun it on yours):
 
 Memory: at most ``2 * n_threads`` decoded batches wait at any time, so a pass
 over the data holds a bounded number of images whatever the number of files;
-only the opt-in :class:`DecodedCache` grows with the data.
+only the opt-in ``DecodedCache`` grows with the data.
 """
 
 from __future__ import annotations
@@ -39,140 +39,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import torch
 from sklearn.utils import check_consistent_length, column_or_1d
 
-from .datasets._folder import (
-    check_image_size,
-    read_image,
-    read_image_header,
-    report_unreadable,
-)
+from ._training import ImageFiles, decode_threads
+from .datasets._folder import check_image_size, read_image_header, report_unreadable
 
-# Decoding threads per pass; more rarely help a training step that also wants cores.
-_MAX_THREADS = 8
 # Below this many files, listing in threads costs more than it saves.
 _PARALLEL_THRESHOLD = 64
 _LISTING_CHUNK = 256
-
-
-def decode_threads() -> int:
-    """Threads decoding batches: one per CPU this process may use, at most 8."""
-    if hasattr(os, "sched_getaffinity"):
-        n_cpus = len(os.sched_getaffinity(0))
-    else:
-        n_cpus = os.cpu_count() or 1
-    return max(1, min(_MAX_THREADS, n_cpus))
-
-
-class DecodedCache:
-    """Decoded images kept after their first decoding, for the later epochs.
-
-    The array is allocated at once but the operating system gives it memory only
-    as images are written, so an epoch that stops early costs what it decoded.
-    """
-
-    def __init__(self, n_images: int, image_shape: tuple[int, int, int]):
-        self.images = np.empty((n_images, *image_shape), dtype=np.uint8)
-        self.filled = np.zeros(n_images, dtype=bool)
-
-
-class ImageFiles:
-    """Image files and encoded labels, decoded to one image shape batch by batch.
-
-    Parameters
-    ----------
-    paths : ndarray of shape (n_samples,), dtype object
-        The image files, as str.
-    y : Tensor of shape (n_samples,) or None
-        Encoded labels (int64).
-    image_shape : tuple of int
-        ``(height, width, channels)`` every file is decoded to; channels is 1
-        (gray levels) or 3 (RGB).
-    resize : bool
-        True resizes every image to ``image_shape``; False requires the files to
-        have that size already.
-    cache : DecodedCache or None
-        Where decoded images are kept, indexed by ``positions``.
-    positions : ndarray of shape (n_samples,) or None
-        The place of each file in ``cache`` (subsets share their parent's cache).
-    """
-
-    def __init__(
-        self,
-        paths: np.ndarray,
-        y: torch.Tensor | None = None,
-        *,
-        image_shape: tuple[int, int, int],
-        resize: bool,
-        cache: DecodedCache | None = None,
-        positions: np.ndarray | None = None,
-    ):
-        self.paths = paths
-        self.y = y
-        self.image_shape = tuple(image_shape)
-        self.resize = resize
-        self.cache = cache
-        self.positions = np.arange(len(paths)) if positions is None else positions
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def subset(self, indices: np.ndarray) -> ImageFiles:
-        indices = np.asarray(indices, dtype=np.int64)
-        return ImageFiles(
-            self.paths[indices],
-            None if self.y is None else self.y[torch.as_tensor(indices)],
-            image_shape=self.image_shape,
-            resize=self.resize,
-            cache=self.cache,
-            positions=self.positions[indices],
-        )
-
-    def labelled(self, y: np.ndarray, *, cache: bool = False) -> ImageFiles:
-        """The same files with encoded labels ``y``, and a fresh cache if asked."""
-        return ImageFiles(
-            self.paths,
-            torch.as_tensor(y, dtype=torch.long),
-            image_shape=self.image_shape,
-            resize=self.resize,
-            cache=DecodedCache(len(self), self.image_shape) if cache else None,
-        )
-
-    def decode(self, indices: np.ndarray, out: np.ndarray) -> None:
-        """Decode the files at ``indices`` into ``out`` of shape (n, H, W, C)."""
-        height, width, channels = self.image_shape
-        cache = self.cache
-        for row, index in enumerate(indices):
-            position = self.positions[index]
-            if cache is not None and cache.filled[position]:
-                out[row] = cache.images[position]
-                continue
-            path = self.paths[index]
-            try:
-                image = read_image(
-                    path,
-                    (height, width) if self.resize else None,
-                    grayscale=channels == 1,
-                )
-            except Exception as error:
-                # Listed as readable when the call began: gone or changed since.
-                raise OSError(
-                    f"Cannot read image file {path!r}: {type(error).__name__}: "
-                    f"{error}. It was readable when this call began; image files "
-                    "must stay in place, unchanged, until fit or predict returns."
-                ) from error
-            if image.shape[:2] != (height, width):
-                raise ValueError(
-                    f"Image file {path!r} has size (height, width) = "
-                    f"{image.shape[:2]}, but the images are "
-                    f"{(height, width)}. Pass image_size=(height, width) to "
-                    "CNNImageClassifier to resize every file."
-                )
-            out[row] = image.reshape(height, width, channels)
-            if cache is not None:
-                cache.images[position] = out[row]
-                cache.filled[position] = True
 
 
 def _list_headers(paths: list[str]) -> list:

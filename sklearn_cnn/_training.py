@@ -19,7 +19,9 @@ import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,11 +36,14 @@ from skorch.callbacks import (
 )
 from skorch.dataset import unpack_data
 from skorch.history import History
+from torch.nn.parameter import is_lazy
 
-from ._files import ImageFiles, decode_threads
+from .datasets._folder import read_image
 
 # Keep a whole training set on the GPU when it takes at most this share of free memory.
 _GPU_RESIDENT_FRACTION = 0.25
+# Threads decoding image files; more rarely help a training step that wants cores.
+_MAX_DECODE_THREADS = 8
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -59,35 +64,245 @@ class ImageData:
         caller's dtype, on the CPU or already on the training device.
     y : Tensor of shape (n_samples,) or None
         Encoded labels (int64).
+    sample_weight : Tensor of shape (n_samples,) or None
+        Weights of the images in the loss (float32); None weighs all alike.
     """
 
-    def __init__(self, images: torch.Tensor, y: torch.Tensor | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        y: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ):
         self.images = images
         self.y = y
+        self.sample_weight = sample_weight
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, indices: np.ndarray) -> ImageData:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return ImageData(
-            self.images[index.to(self.images.device)],
-            None if self.y is None else self.y[index.to(self.y.device)],
-        )
+        return ImageData(*(_take(tensor, index) for tensor in self._tensors()))
+
+    def _tensors(self) -> tuple:
+        return (self.images, self.y, self.sample_weight)
+
+    def images_at(self, index) -> torch.Tensor:
+        """The images of ``index`` (a slice or indices)."""
+        return _take(self.images, index)
+
+    def target(self, index) -> torch.Tensor | WeightedTarget | None:
+        """The labels of ``index`` (a slice or indices), with their weights if any."""
+        if self.y is None:
+            return None
+        labels = _take(self.y, index)
+        if self.sample_weight is None:
+            return labels
+        return WeightedTarget(labels, _take(self.sample_weight, index))
 
     @classmethod
     def from_numpy(
-        cls, X_nchw: np.ndarray, y: np.ndarray | None, device: torch.device
+        cls,
+        X_nchw: np.ndarray,
+        y: np.ndarray | None,
+        device: torch.device,
+        sample_weight: np.ndarray | None = None,
     ) -> ImageData:
         """Wrap numpy data without copying it (except onto a GPU, where it pays)."""
         images = _as_tensor(X_nchw)
         labels = None if y is None else torch.as_tensor(y, dtype=torch.long)
+        weights = None
+        if sample_weight is not None:
+            weights = torch.as_tensor(sample_weight, dtype=torch.float32)
         if device.type == "cuda" and _fits_on_gpu(images, device):
-            images = images.to(device)
-            labels = None if labels is None else labels.to(device)
-        elif device.type == "cuda":
+            return cls(*(_to(tensor, device) for tensor in (images, labels, weights)))
+        if device.type == "cuda":
             images = images.pin_memory()
-        return cls(images, labels)
+        return cls(images, labels, weights)
+
+
+def decode_threads() -> int:
+    """Threads decoding image files: one per CPU this process may use, at most 8."""
+    if hasattr(os, "sched_getaffinity"):
+        n_cpus = len(os.sched_getaffinity(0))
+    else:
+        n_cpus = os.cpu_count() or 1
+    return max(1, min(_MAX_DECODE_THREADS, n_cpus))
+
+
+class DecodedCache:
+    """Decoded images kept after their first decoding, for the later epochs.
+
+    The array is allocated at once but the operating system gives it memory only
+    as images are written, so an epoch that stops early costs what it decoded.
+    """
+
+    def __init__(self, n_images: int, image_shape: tuple[int, int, int]):
+        self.images = np.empty((n_images, *image_shape), dtype=np.uint8)
+        self.filled = np.zeros(n_images, dtype=bool)
+
+
+class ImageFiles:
+    """Image files with encoded labels, decoded batch by batch: :class:`ImageData`
+    for images that stay on disk.
+
+    Parameters
+    ----------
+    paths : ndarray of shape (n_samples,), dtype object
+        The image files, as str.
+    image_shape : tuple of int
+        ``(height, width, channels)`` every file is decoded to; channels is 1
+        (gray levels) or 3 (RGB).
+    resize : bool
+        True resizes every image to ``image_shape``; False requires the files to
+        have that size already.
+    y : Tensor of shape (n_samples,) or None
+        Encoded labels (int64).
+    sample_weight : Tensor of shape (n_samples,) or None
+        Weights of the images in the loss (float32).
+    cache : DecodedCache or None
+        Where decoded images are kept, indexed by ``positions``.
+    positions : ndarray of shape (n_samples,) or None
+        The place of each file in ``cache`` (subsets share their parent's cache).
+    """
+
+    # What the files decode to, as an array of them would hold.
+    dtype = np.dtype(np.uint8)
+
+    def __init__(
+        self,
+        paths: np.ndarray,
+        *,
+        image_shape: tuple[int, int, int],
+        resize: bool,
+        y: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+        cache: DecodedCache | None = None,
+        positions: np.ndarray | None = None,
+    ):
+        self.paths = paths
+        self.image_shape = tuple(image_shape)
+        self.resize = resize
+        self.y = y
+        self.sample_weight = sample_weight
+        self.cache = cache
+        self.positions = np.arange(len(paths)) if positions is None else positions
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    # Labels and weights of a batch, exactly as for arrays.
+    target = ImageData.target
+
+    def subset(self, indices) -> ImageFiles:
+        indices = np.asarray(indices, dtype=np.int64)
+        index = torch.as_tensor(indices)
+        return ImageFiles(
+            self.paths[indices],
+            image_shape=self.image_shape,
+            resize=self.resize,
+            y=_take(self.y, index),
+            sample_weight=_take(self.sample_weight, index),
+            cache=self.cache,
+            positions=self.positions[indices],
+        )
+
+    __getitem__ = subset
+
+    def labelled(
+        self, y: np.ndarray, sample_weight: np.ndarray | None, *, cache: bool
+    ) -> ImageFiles:
+        """The same files with encoded labels and weights, and a cache if asked."""
+        return ImageFiles(
+            self.paths,
+            image_shape=self.image_shape,
+            resize=self.resize,
+            y=torch.as_tensor(y, dtype=torch.long),
+            sample_weight=(
+                None
+                if sample_weight is None
+                else torch.as_tensor(sample_weight, dtype=torch.float32)
+            ),
+            cache=DecodedCache(len(self), self.image_shape) if cache else None,
+        )
+
+    def images_at(self, index, *, pin_memory: bool = False) -> torch.Tensor:
+        """Decode the files of ``index`` into a uint8 (n, C, H, W) batch.
+
+        The batch is a channels-first view of channels-last memory, as arrays
+        give; numpy memory (seen by ``tracemalloc``) unless ``pin_memory``.
+        """
+        indices = np.arange(len(self))[index] if isinstance(index, slice) else index
+        indices = np.asarray(indices, dtype=np.int64)
+        shape = (len(indices), *self.image_shape)
+        if pin_memory:
+            batch = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            self._decode(indices, batch.numpy())
+        else:
+            pixels = np.empty(shape, dtype=np.uint8)
+            self._decode(indices, pixels)
+            batch = torch.from_numpy(pixels)
+        return batch.permute(0, 3, 1, 2)
+
+    def _decode(self, indices: np.ndarray, out: np.ndarray) -> None:
+        height, width, channels = self.image_shape
+        cache = self.cache
+        for row, index in enumerate(indices):
+            position = self.positions[index]
+            if cache is not None and cache.filled[position]:
+                out[row] = cache.images[position]
+                continue
+            path = self.paths[index]
+            try:
+                image = read_image(
+                    path,
+                    (height, width) if self.resize else None,
+                    grayscale=channels == 1,
+                )
+            except Exception as error:
+                # Listed as readable when the call began: gone or changed since.
+                raise OSError(
+                    f"Cannot read image file {path!r}: {type(error).__name__}: "
+                    f"{error}. It was readable when this call began; image files "
+                    "must stay in place, unchanged, until fit or predict returns."
+                ) from error
+            if image.shape[:2] != (height, width):
+                raise ValueError(
+                    f"Image file {path!r} has size (height, width) = "
+                    f"{image.shape[:2]}, but the images are {(height, width)}. "
+                    "Pass image_size=(height, width) to CNNImageClassifier to "
+                    "resize every file."
+                )
+            out[row] = image.reshape(height, width, channels)
+            if cache is not None:
+                cache.images[position] = out[row]
+                cache.filled[position] = True
+
+
+class WeightedTarget(NamedTuple):
+    """A batch's labels with the weights of its images in the loss."""
+
+    labels: torch.Tensor
+    weights: torch.Tensor
+
+    def to(self, device, non_blocking=False) -> WeightedTarget:
+        return WeightedTarget(
+            self.labels.to(device, non_blocking=non_blocking),
+            self.weights.to(device, non_blocking=non_blocking),
+        )
+
+
+def _take(tensor: torch.Tensor | None, index) -> torch.Tensor | None:
+    if tensor is None:
+        return None
+    if isinstance(index, torch.Tensor):
+        index = index.to(tensor.device)
+    return tensor[index]
+
+
+def _to(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def _as_tensor(X: np.ndarray) -> torch.Tensor:
@@ -151,30 +366,23 @@ class BatchIterator:
         return len(self._bounds())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        images, labels = self.data.images, self.data.y
         order = None
         if self.shuffle:
             order = torch.randperm(len(self.data), generator=self.generator)
-            order = order.to(images.device)
+            order = order.to(self.data.images.device)
         non_blocking = self.device.type == "cuda"
         for start, stop in self._bounds():
-            if order is None:
-                batch = images[start:stop]
-                batch_labels = None if labels is None else labels[start:stop]
-            else:
-                index = order[start:stop]
-                batch = images[index]
-                batch_labels = (
-                    None if labels is None else labels[index.to(labels.device)]
-                )
+            index = slice(start, stop) if order is None else order[start:stop]
+            batch = _take(self.data.images, index)
+            target = self.data.target(index)
             batch = batch.to(self.device, non_blocking=non_blocking)
-            if batch_labels is not None:
-                batch_labels = batch_labels.to(self.device, non_blocking=non_blocking)
-            yield batch, batch_labels
+            if target is not None:
+                target = target.to(self.device, non_blocking=non_blocking)
+            yield batch, target
 
 
 class FileBatchIterator(BatchIterator):
-    """:class:`BatchIterator` over :class:`~sklearn_cnn._files.ImageFiles`.
+    """:class:`BatchIterator` over :class:`ImageFiles`: same batches, decoded ahead.
 
     The same batches in the same order as over an array of the same images, but
     decoded from the files by a pool of threads: ``2 * n_threads`` batches are
@@ -189,55 +397,36 @@ class FileBatchIterator(BatchIterator):
         self.n_threads = decode_threads() if n_threads is None else n_threads
 
     def _order(self) -> torch.Tensor:
-        """Positions of the images in the order they are served.
-
-        With ``_bounds``, what a sharding subclass overrides: the files of the
-        positions it leaves out are never read.
-        """
         if self.shuffle:
             return torch.randperm(len(self.data), generator=self.generator)
         return torch.arange(len(self.data))
 
-    def _decode_batch(self, indices: np.ndarray) -> torch.Tensor:
-        shape = (len(indices), *self.data.image_shape)
-        if self.device.type == "cuda":
-            pinned = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
-            self.data.decode(indices, pinned.numpy())
-            batch = pinned
-        else:
-            pixels = np.empty(shape, dtype=np.uint8)
-            self.data.decode(indices, pixels)
-            batch = torch.from_numpy(pixels)
-        # A channels-first view of channels-last memory, as arrays give.
-        return batch.permute(0, 3, 1, 2)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        order = self._order().cpu().numpy()
+        order = self._order().numpy()
         batches = [order[start:stop] for start, stop in self._bounds()]
-        labels = self.data.y
         non_blocking = self.device.type == "cuda"
         executor = ThreadPoolExecutor(
             max_workers=self.n_threads, thread_name_prefix="sklearn_cnn-decode"
         )
         pending: deque = deque()
+
+        def decode(indices):
+            return self.data.images_at(indices, pin_memory=non_blocking)
+
         try:
             upcoming = iter(batches)
             for indices in itertools.islice(upcoming, 2 * self.n_threads):
-                pending.append((indices, executor.submit(self._decode_batch, indices)))
+                pending.append((indices, executor.submit(decode, indices)))
             while pending:
                 indices, decoding = pending.popleft()
                 images = decoding.result()
                 following = next(upcoming, None)
                 if following is not None:
-                    pending.append(
-                        (following, executor.submit(self._decode_batch, following))
-                    )
-                batch_labels = None
-                if labels is not None:
-                    batch_labels = labels[torch.as_tensor(indices)].to(
-                        self.device, non_blocking=non_blocking
-                    )
-                yield images.to(self.device, non_blocking=non_blocking), batch_labels
+                    pending.append((following, executor.submit(decode, following)))
+                target = self.data.target(torch.as_tensor(indices))
+                if target is not None:
+                    target = target.to(self.device, non_blocking=non_blocking)
+                yield images.to(self.device, non_blocking=non_blocking), target
         finally:
             # Stopped early (an error, early stopping): drop the queued batches.
             for _, decoding in pending:
@@ -289,6 +478,49 @@ class BatchPreparer:
         return images
 
 
+@dataclass(frozen=True)
+class PredictionSettings:
+    """How a fitted network turns stored images into its input; fixed at fit.
+
+    A value, passed to :func:`predict_logits`: prediction never changes the
+    fitted net, so several threads can predict with one model at once. Whether
+    pixels are scaled from 0-255 follows the dtype of the images predicted on.
+    """
+
+    channels_last: bool
+    autocast_dtype: torch.dtype | None
+
+    def preparer(self, images: torch.Tensor) -> BatchPreparer:
+        uint8 = images.dtype == torch.uint8
+        return BatchPreparer(
+            source_is_uint8=uint8, scale_uint8=uint8, channels_last=self.channels_last
+        )
+
+    def autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    def to_json(self) -> dict:
+        dtype = self.autocast_dtype
+        return {
+            "channels_last": self.channels_last,
+            "autocast_dtype": None if dtype is None else str(dtype).split(".")[-1],
+        }
+
+    @classmethod
+    def from_json(cls, settings: dict) -> PredictionSettings:
+        dtypes = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        channels_last = settings.get("channels_last")
+        autocast = settings.get("autocast_dtype")
+        if not isinstance(channels_last, bool) or autocast not in dtypes:
+            raise ValueError(
+                "The prediction settings must hold a boolean channels_last and an "
+                f"autocast_dtype in {sorted(dtypes, key=str)}; got {settings!r}."
+            )
+        return cls(channels_last, dtypes[autocast])
+
+
 class _Accuracy(Callback):
     """Records train and validation accuracy per epoch from the batches' outputs.
 
@@ -302,15 +534,25 @@ class _Accuracy(Callback):
         _, labels = unpack_data(batch)
         if labels is None or y_pred is None:
             return
+        weights = None
+        if isinstance(labels, WeightedTarget):
+            labels, weights = labels
+        hits = y_pred.argmax(dim=1) == labels
         correct, total = self.counts_[training]
-        correct = correct + (y_pred.argmax(dim=1) == labels).sum()
-        self.counts_[training] = [correct, total + len(labels)]
+        if weights is None:
+            self.counts_[training] = [correct + hits.sum(), total + len(labels)]
+        else:
+            # Zero-weight images count for nothing, here as in the loss.
+            self.counts_[training] = [
+                correct + (hits * weights).sum(),
+                total + weights.sum(),
+            ]
 
     def on_epoch_end(self, net, **kwargs):
         for training, prefix in ((True, "train"), (False, "valid")):
             correct, total = self.counts_[training]
-            if total:
-                net.history.record(f"{prefix}_accuracy", float(correct) / total)
+            if float(total) > 0:
+                net.history.record(f"{prefix}_accuracy", float(correct) / float(total))
 
 
 class _EpochTable(PrintLog):
@@ -461,25 +703,54 @@ class ImageNeuralNet(NeuralNetClassifier):
 
     * batches come from :class:`BatchIterator` and are prepared on the device by
       a :class:`BatchPreparer` (no Dataset, no collate, no per-image Python);
-    * the loss is checked before it is used: a NaN or infinite loss raises
+    * the loss is the weighted mean of the images' losses (sample and class
+      weights), checked before it is used: a NaN or infinite loss raises
       :class:`TrainingDivergedError` naming the epoch and batch;
+    * lazy layers are given their shapes by one forward pass at initialization;
     * ``KeyboardInterrupt`` propagates after the callbacks' end-of-training hooks;
-    * prediction runs under ``torch.inference_mode``, with bf16 autocast when asked.
+    * prediction (:func:`predict_logits`) runs under ``torch.inference_mode``
+      with the :class:`PredictionSettings` fixed at fit.
     """
 
     def __init__(
         self,
         module,
         *args,
+        input_shape=None,
         batch_preparer=None,
         autocast_dtype=None,
         shuffle_generator=None,
         **kwargs,
     ):
         super().__init__(module, *args, **kwargs)
+        self.input_shape = input_shape
         self.batch_preparer = batch_preparer
         self.autocast_dtype = autocast_dtype
         self.shuffle_generator = shuffle_generator
+
+    def _initialize_module(self, reason=None):
+        super()._initialize_module(reason=reason)
+        self._materialize_lazy_layers()
+        return self
+
+    def _materialize_lazy_layers(self):
+        """Give lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``) their shapes.
+
+        One forward pass of a zero batch of the real image shape, before the
+        optimizer is built (it must see the real parameters) and before the
+        memory-format conversion (which cannot touch uninitialized ones). Eval
+        mode, so batch-norm statistics are left alone.
+        """
+        module = self.module_
+        tensors = [*module.parameters(), *module.buffers()]
+        if self.input_shape is None or not any(map(is_lazy, tensors)):
+            return
+        batch = torch.zeros((2, *self.input_shape), device=self.device)
+        training = module.training
+        module.eval()
+        with torch.no_grad():
+            module(batch)
+        module.train(training)
 
     @property
     def _default_callbacks(self):
@@ -530,15 +801,29 @@ class ImageNeuralNet(NeuralNetClassifier):
             return self.module_(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        # Under autocast the logits may be bf16: compute the loss in float32.
-        return super().get_loss(y_pred.float(), y_true, X=X, training=training)
+        """The weighted mean of the images' losses; non-finite stops training.
 
-    def train_step_single(self, batch, **fit_params):
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        if not torch.isfinite(loss):
+        The criterion returns one loss per image (class weights applied); each
+        is weighted by its image's sample weight, and the sum is divided by the
+        sum of the weights, as scikit-learn weighs samples. A batch whose
+        weights are all zero has loss 0 and changes nothing.
+        """
+        weights = None
+        if isinstance(y_true, WeightedTarget):
+            y_true, weights = y_true
+        # Under autocast the logits may be bf16: compute the loss in float32.
+        losses = self.criterion_(y_pred.float(), y_true)
+        class_weight = getattr(self.criterion_, "weight", None)
+        if weights is None and class_weight is None:
+            loss = losses.mean()
+        else:
+            norm = torch.ones_like(losses) if weights is None else weights
+            if weights is not None:
+                losses = losses * weights
+            if class_weight is not None:
+                norm = norm * class_weight[y_true]
+            loss = losses.sum() / norm.sum().clamp_min(torch.finfo(norm.dtype).tiny)
+        if training and not torch.isfinite(loss):
             epoch = len(self.history)
             # skorch opens the batch's history row before the step.
             batch_number = len(self.history[-1, "batches"]) if epoch else 1
@@ -547,8 +832,7 @@ class ImageNeuralNet(NeuralNetClassifier):
                 f"{batch_number}; training stopped before the optimizer applied it. "
                 "Lower lr, scale the input (pixels 0-1), or use precision='float32'."
             )
-        loss.backward()
-        return {"loss": loss, "y_pred": y_pred}
+        return loss
 
     def evaluation_step(self, batch, training=False):
         self.check_is_fitted()
@@ -574,13 +858,17 @@ class ImageNeuralNet(NeuralNetClassifier):
         return self
 
 
-def predict_logits(net: ImageNeuralNet, data: ImageData | ImageFiles) -> np.ndarray:
+def predict_logits(
+    net: ImageNeuralNet, data: ImageData | ImageFiles, settings: PredictionSettings
+) -> np.ndarray:
     """Logits for every image, computed batch by batch, collected on the CPU.
 
-    A CUDA out-of-memory error halves the batch and carries on.
+    Reads the fitted net and changes nothing in it (the network is in eval
+    mode already after training). A CUDA out-of-memory error halves the batch
+    and carries on.
     """
     if isinstance(data, ImageFiles):
-        return _predict_file_logits(net, data)
+        return _predict_file_logits(net, data, settings)
     # The training batch size: larger inference batches measured slower on CPUs,
     # whose caches they overflow.
     batch_size = net.batch_size
@@ -588,13 +876,16 @@ def predict_logits(net: ImageNeuralNet, data: ImageData | ImageFiles) -> np.ndar
     start = 0
     n = len(data)
     device = torch.device(net.device)
-    net.module_.eval()
+    prepare = settings.preparer(data.images)
+    module = net.module_
+    if module.training:
+        module.eval()
     while start < n:
         stop = min(start + batch_size, n)
         batch = data.images[start:stop].to(device, non_blocking=device.type == "cuda")
         try:
-            with torch.inference_mode():
-                logits = net.infer(batch)
+            with torch.inference_mode(), settings.autocast(device):
+                logits = module(prepare(batch, training=False))
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:
                 raise
@@ -607,30 +898,42 @@ def predict_logits(net: ImageNeuralNet, data: ImageData | ImageFiles) -> np.ndar
     return np.concatenate(outputs)
 
 
-def _predict_file_logits(net: ImageNeuralNet, data: ImageFiles) -> np.ndarray:
+def _predict_file_logits(
+    net: ImageNeuralNet, data: ImageFiles, settings: PredictionSettings
+) -> np.ndarray:
     """:func:`predict_logits` for image files, decoded ahead in threads."""
+    device = torch.device(net.device)
     batches = FileBatchIterator(
         data,
         batch_size=net.batch_size,
         shuffle=False,
         generator=None,
-        device=torch.device(net.device),
+        device=device,
         merge_singleton=False,
     )
-    net.module_.eval()
-    return np.concatenate([_logits_in_halves(net, batch) for batch, _ in batches])
+    module = net.module_
+    if module.training:
+        module.eval()
+    outputs = [
+        _logits_in_halves(module, batch, settings, device) for batch, _ in batches
+    ]
+    return np.concatenate(outputs)
 
 
-def _logits_in_halves(net: ImageNeuralNet, batch: torch.Tensor) -> np.ndarray:
+def _logits_in_halves(module, batch, settings, device) -> np.ndarray:
     """The logits of ``batch``, in halves (recursively) when CUDA runs out of memory."""
     try:
-        with torch.inference_mode():
-            return net.infer(batch).float().cpu().numpy()
+        with torch.inference_mode(), settings.autocast(device):
+            logits = module(settings.preparer(batch)(batch, training=False))
+        return logits.float().cpu().numpy()
     except torch.cuda.OutOfMemoryError:
         if len(batch) == 1:
             raise
         torch.cuda.empty_cache()
     half = len(batch) // 2
     return np.concatenate(
-        [_logits_in_halves(net, batch[:half]), _logits_in_halves(net, batch[half:])]
+        [
+            _logits_in_halves(module, batch[:half], settings, device),
+            _logits_in_halves(module, batch[half:], settings, device),
+        ]
     )
