@@ -16,10 +16,9 @@ on a NaN loss lives in ``get_loss``. What differs from the mixin, and why:
   ``DataLoader`` over a standard shuffled ``BatchSampler``, which
   ``accelerator.prepare`` shards as for any DataLoader; image files given as
   ``X`` are decoded batch by batch there, each process opening only the files
-  of its own shard. Validation and
-  prediction run whole on every process (they are cheap next to training, and
-  identical results on every process keep early stopping in step), so nothing
-  is gathered in ``evaluation_step``.
+  of its own shard. Validation and prediction run whole on every process
+  (they are cheap next to training, and identical results on every process
+  keep early stopping in step), so nothing is gathered in ``evaluation_step``.
 * ``on_train_end``: the mixin unwraps the modules *before* the callbacks' own
   ``on_train_end``, so early stopping would load the best weights (saved from the
   wrapped module, keys prefixed ``module.``) into the unwrapped one. We unwrap
