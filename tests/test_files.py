@@ -78,6 +78,20 @@ def test_paths_give_the_same_model_as_the_decoded_arrays(files, tmp_path):
     )
 
 
+def test_sample_weight_weighs_files_as_arrays(files, tmp_path):
+    paths, y = files
+    arrays, _ = load_image_folder(tmp_path / "images", image_size=None, return_X_y=True)
+    weights = np.tile([0.0, 1.0, 2.0, 0.5], 10)
+    from_files = fast().fit(paths, y, sample_weight=weights)
+    from_arrays = fast().fit(arrays, y, sample_weight=weights)
+    np.testing.assert_allclose(
+        from_files.predict_proba(paths), from_arrays.predict_proba(arrays), atol=1e-5
+    )
+    assert not np.allclose(
+        from_files.predict_proba(paths), fast().fit(paths, y).predict_proba(paths)
+    )
+
+
 def test_same_seed_same_files_same_result(files):
     paths, y = files
     flips = dict(augment=RandomHorizontalFlip(random_state=0))
