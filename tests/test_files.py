@@ -247,6 +247,10 @@ def test_file_vanishing_during_fit_is_a_clear_error_and_changes_nothing(files):
         clf.fit(paths, y)
     assert clf.history_ == history
     assert np.array_equal(clf.predict_proba(paths[1:]), before)
+    fresh = fast(callbacks=[_DeleteAfterFirstEpoch(paths[1])])
+    with pytest.raises(OSError, match=Path(paths[1]).name):
+        fresh.fit(paths[1:], y[1:])
+    assert not hasattr(fresh, "classes_") and not hasattr(fresh, "net_")
 
 
 # -- memory ----------------------------------------------------------------------------
