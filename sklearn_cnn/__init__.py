@@ -1,7 +1,6 @@
 """sklearn-cnn: convolutional image classifiers with scikit-learn's manners."""
 
-from ._classifier import CNNImageClassifier
-from ._persistence import load_model, save_model
+from . import _lazy
 
 __version__ = "0.1.0"
 
@@ -11,6 +10,16 @@ __all__ = [
     "load_model",
     "save_model",
 ]
+
+# Imported on first use, so that ``import sklearn_cnn`` does not import torch.
+_public_attribute, __dir__ = _lazy.attach(
+    __name__,
+    submodules=["augmentation", "datasets", "inspection", "preprocessing", "utils"],
+    attributes={
+        "_classifier": ["CNNImageClassifier"],
+        "_persistence": ["load_model", "save_model"],
+    },
+)
 
 
 def __getattr__(name):
@@ -23,5 +32,5 @@ def __getattr__(name):
             FutureWarning,
             stacklevel=2,
         )
-        return CNNImageClassifier
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return _public_attribute("CNNImageClassifier")
+    return _public_attribute(name)

@@ -371,9 +371,18 @@ class BatchIterator:
             order = torch.randperm(len(self.data), generator=self.generator)
             order = order.to(self.data.images.device)
         non_blocking = self.device.type == "cuda"
+        images = self.data.images
+        pinned = non_blocking and images.device.type == "cpu" and images.is_pinned()
         for start, stop in self._bounds():
             index = slice(start, stop) if order is None else order[start:stop]
-            batch = _take(self.data.images, index)
+            if pinned and order is not None:
+                # Gather into pinned memory, or the copy to the GPU would block.
+                batch = torch.empty(
+                    (len(index), *images.shape[1:]), dtype=images.dtype, pin_memory=True
+                )
+                torch.index_select(images, 0, index, out=batch)
+            else:
+                batch = _take(images, index)
             target = self.data.target(index)
             batch = batch.to(self.device, non_blocking=non_blocking)
             if target is not None:
@@ -553,6 +562,9 @@ class _Accuracy(Callback):
             correct, total = self.counts_[training]
             if float(total) > 0:
                 net.history.record(f"{prefix}_accuracy", float(correct) / float(total))
+        # Counts left on the device would go into the pickle as CUDA tensors,
+        # which a machine without CUDA cannot unpickle.
+        del self.counts_
 
 
 class _EpochTable(PrintLog):
@@ -694,6 +706,13 @@ class _StoppingEarly(EarlyStopping):
             if self.misses_ >= self.patience:
                 raise _EarlyStop from None
             raise
+
+    def on_train_end(self, net, **kwargs):
+        super().on_train_end(net, **kwargs)
+        # The best weights are in the module now. Their copy, kept, would hold
+        # GPU memory and go into the pickle as CUDA tensors, which a machine
+        # without CUDA cannot unpickle.
+        self.best_model_weights_ = None
 
 
 class ImageNeuralNet(NeuralNetClassifier):
