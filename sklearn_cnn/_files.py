@@ -125,6 +125,12 @@ def validate_image_files(
         y = column_or_1d(np.asarray(y), warn=True)
         check_consistent_length(paths, y)
     size = check_image_size(image_size, allow_none=True)
+    if not reset and size is not None and size != tuple(estimator.image_shape_[:2]):
+        raise ValueError(
+            f"image_size={image_size!r}, but this model was fitted on images of "
+            f"size (height, width) = {tuple(estimator.image_shape_[:2])}: files are "
+            "resized to the fitted size. Pass that image_size, or refit the model."
+        )
     headers = _list_headers(paths)
     report_unreadable(
         paths,

@@ -178,6 +178,10 @@ def test_files_of_different_sizes_need_image_size(tmp_path):
     native = fast().fit(paths, y)
     with pytest.raises(ValueError, match=r"fitted on \(8, 8\)"):
         native.predict(bigger)
+    # Told to resize, a model fitted without image_size reads any size.
+    assert native.set_params(image_size=8).predict(bigger).shape == (40,)
+    with pytest.raises(ValueError, match=r"image_size=6, but this model was fitted"):
+        native.set_params(image_size=6).predict(bigger)
 
 
 def test_image_size_refuses_arrays_of_another_size(files):
