@@ -378,3 +378,18 @@ def test_saved_model_of_files_predicts_files(files, tmp_path):
     np.testing.assert_allclose(
         loaded.predict_proba(paths), clf.predict_proba(paths), atol=1e-6
     )
+
+
+# -- CUDA (skipped without a GPU) -----------------------------------------------------
+@pytest.mark.cuda
+def test_files_train_on_cuda_from_pinned_batches_like_arrays(files, tmp_path):
+    paths, y = files
+    arrays, _ = load_image_folder(tmp_path / "images", image_size=None, return_X_y=True)
+    params = dict(device="cuda", precision="float32", cache_decoded=True)
+    from_files = fast(**params).fit(paths, y)
+    assert from_files.device_.startswith("cuda")
+    from_arrays = fast(**params).fit(arrays, y)
+    # cuDNN may pick other kernels run to run: close, not bitwise.
+    np.testing.assert_allclose(
+        from_files.predict_proba(paths), from_arrays.predict_proba(arrays), atol=1e-3
+    )
