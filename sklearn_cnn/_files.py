@@ -11,7 +11,7 @@ height, width)`` tensors, exactly what an array would give, so the
 ``BatchPreparer`` (float conversion, augmentation, scaling on the device) is the
 same for both routes.
 
-Choices, measured with ``benchmarks/streaming.py --decoders`` (a loaded 2-core
+Choices, measured with ``benchmarks/streaming.py --only decoders`` (a loaded 2-core
 machine; rerun it on yours):
 
 * Decoder: Pillow through :func:`~sklearn_cnn.datasets._folder.read_image`, the
