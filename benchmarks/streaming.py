@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -91,7 +92,10 @@ def _decode_torchvision(path, size):
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.v2 import functional as F
 
-    image = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders (for TorchCodec): measured anyway.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        image = decode_image(read_file(path), mode=ImageReadMode.RGB)
     if size is not None and tuple(image.shape[1:]) != tuple(size):
         image = F.resize(image, list(size), antialias=True)
     return image

@@ -20,8 +20,9 @@ machine; rerun it on yours):
   their own size about twice as fast (60 against 117 microseconds for a 64 px
   JPEG), but photos shrunk to the training size, the common case, were faster with
   Pillow, whose JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale (444 against 655
-  microseconds for 500 px to 64 px), and torchvision's resize differs slightly
-  from Pillow's.
+  microseconds for 500 px to 64 px), torchvision's resize differs slightly
+  from Pillow's, and torchvision 0.29 deprecates its image decoders (in favour
+  of TorchCodec, a further dependency).
 * Parallelism: a thread pool over batches. Pillow releases the GIL while it
   decodes and resizes; threads start in microseconds, share the data without
   pickling and work inside joblib and Dask workers. A ``DataLoader`` with two
