@@ -19,7 +19,12 @@ from sklearn.base import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import BackboneNetwork, input_normalization, load_backbone
-from .utils._runtime import resolve_device, resolve_precision
+from .utils._runtime import (
+    isolated_torch_rng,
+    resolve_device,
+    resolve_precision,
+    resolve_seed,
+)
 from .utils._sklearn_private import Interval, StrOptions, _fit_context
 from .utils._validation import validate_images
 
@@ -67,6 +72,10 @@ class CNNFeatureExtractor(
     precision : {'auto', 'float32', 'bfloat16'}, default='auto'
         'auto' computes in bfloat16 where the hardware runs it natively and in
         float32 elsewhere; the features are always returned as float32.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random weights (those that ``weights`` does not load), so
+        that two fits with an int give the same features. The global torch
+        random state is left untouched.
 
     Attributes
     ----------
@@ -107,6 +116,7 @@ class CNNFeatureExtractor(
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "precision": [StrOptions({"auto", "float32", "bfloat16"})],
+        "random_state": ["random_state"],
     }
 
     def __init__(
@@ -117,12 +127,14 @@ class CNNFeatureExtractor(
         batch_size=64,
         device="auto",
         precision="auto",
+        random_state=None,
     ):
         self.backbone = backbone
         self.weights = weights
         self.batch_size = batch_size
         self.device = device
         self.precision = precision
+        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -144,12 +156,13 @@ class CNNFeatureExtractor(
         channels, height, width = X_nchw.shape[1:]
         device = resolve_device(self.device)
         normalization = input_normalization(self.backbone, self.weights, X_nchw)
-        backbone = load_backbone(
-            self.backbone,
-            self.weights,
-            in_channels=channels,
-            image_size=(height, width),
-        )
+        with isolated_torch_rng(resolve_seed(self.random_state), device):
+            backbone = load_backbone(
+                self.backbone,
+                self.weights,
+                in_channels=channels,
+                image_size=(height, width),
+            )
         network = BackboneNetwork(
             backbone.body,
             backbone.n_features,
