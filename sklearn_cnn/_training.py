@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,11 @@ from skorch.callbacks import (
     Callback,
     EarlyStopping,
     EpochTimer,
+    Freezer,
     LRScheduler,
     PassthroughScoring,
     PrintLog,
+    Unfreezer,
 )
 from skorch.dataset import unpack_data
 from skorch.history import History
@@ -363,6 +366,24 @@ def write_atomically(path: Path, state: dict) -> None:
 def cosine_schedule(epochs: int) -> LRScheduler:
     """Cosine annealing of the learning rate over ``epochs``, stepped per epoch."""
     return LRScheduler(policy="CosineAnnealingLR", T_max=epochs)
+
+
+def body_freezing(pattern: str, epochs: int) -> list[tuple[str, Callback]]:
+    """skorch's Freezer for the first ``epochs`` epochs, then its Unfreezer.
+
+    Frozen again at the start of each of those epochs, so that training resumed
+    from a checkpoint inside them stays frozen. Batch norm stays in training
+    mode (batch statistics, running statistics adapting to the new images):
+    measured against frozen statistics on a transfer task, no difference.
+    """
+    return [
+        ("freeze_body", Freezer(pattern, at=partial(_epoch_at_most, epochs=epochs))),
+        ("unfreeze_body", Unfreezer(pattern, at=epochs + 1)),
+    ]
+
+
+def _epoch_at_most(net, *, epochs: int) -> bool:
+    return len(net.history) <= epochs
 
 
 class _StoppingEarly(EarlyStopping):
