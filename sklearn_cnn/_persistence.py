@@ -55,6 +55,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from ._backbones import BackboneNetwork
 from ._classifier import CNNImageClassifier
 from ._network import ConvNet
 
@@ -67,7 +68,8 @@ _CHECKSUM_PLACEHOLDER = _CHECKSUM_PREFIX + "0" * 64
 # A safetensors header above this size is not one this module wrote.
 _MAX_HEADER_BYTES = 100 * 2**20
 
-_NETWORK_ARCHITECTURES = {"ConvNet": ConvNet}
+# A backbone is rebuilt from its name with random weights, then the file's fill it.
+_NETWORK_ARCHITECTURES = {"BackboneNetwork": BackboneNetwork, "ConvNet": ConvNet}
 
 # Fitted arrays kept in the JSON description, readable, whatever their dtype.
 _JSON_ARRAY_ATTRIBUTES = frozenset({"classes_", "feature_names_in_"})
@@ -421,12 +423,16 @@ def _encode_json_array(value: np.ndarray, where: str) -> dict:
 
 
 def _check_network_describable(classifier: CNNImageClassifier) -> None:
-    if classifier.module is not None:
+    for name in ("module", "backbone"):
+        value = getattr(classifier, name)
+        if value is None or (name == "backbone" and isinstance(value, str)):
+            continue
         raise TypeError(
             "save_model cannot save a CNNImageClassifier with a custom network: "
-            f"module={_short_repr(classifier.module)} is Python code, which a "
+            f"{name}={_short_repr(value)} is Python code, which a "
             "model file cannot describe in JSON (load_model only rebuilds the "
-            f"built-in network). {_PICKLE_HINT}"
+            "built-in network and backbones given by name). "
+            f"{_PICKLE_HINT}"
         )
     for name in ("optimizer", "callbacks"):
         value = getattr(classifier, name)

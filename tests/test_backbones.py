@@ -230,3 +230,11 @@ def test_layer_trace_summarizes_a_deep_backbone_by_block():
     assert "body.layer1" in names and "body.layer4" in names
     assert len(names) < 20  # blocks, not the 60 layers inside them
     assert trace.n_parameters == sum(p.numel() for p in clf.net_.module_.parameters())
+
+
+def test_save_model_refuses_a_module_backbone(tmp_path):
+    X, y = make_images(n=6, size=8)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    clf = CNNImageClassifier(backbone=module, **FAST).fit(X, y)
+    with pytest.raises(TypeError, match="backbone=.* is Python code"):
+        save_model(clf, tmp_path / "model.safetensors")
