@@ -372,9 +372,8 @@ def body_freezing(pattern: str, epochs: int) -> list[tuple[str, Callback]]:
     """skorch's Freezer for the first ``epochs`` epochs, then its Unfreezer.
 
     Frozen again at the start of each of those epochs, so that training resumed
-    from a checkpoint inside them stays frozen. Batch norm stays in training
-    mode (batch statistics, running statistics adapting to the new images):
-    measured against frozen statistics on a transfer task, no difference.
+    from a checkpoint inside them stays frozen. (A frozen body's batch norm is
+    kept in evaluation mode by the network, ``BackboneNetwork.train``.)
     """
     return [
         ("freeze_body", Freezer(pattern, at=partial(_epoch_at_most, epochs=epochs))),

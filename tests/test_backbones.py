@@ -82,6 +82,7 @@ def test_body_is_frozen_for_freeze_epochs_then_trains(resnet18_state):
                 (
                     module.body.layer1[0].conv1.weight.detach().clone(),
                     module.head.weight.detach().clone(),
+                    module.body.bn1.running_mean.clone(),
                 )
             )
 
@@ -93,10 +94,15 @@ def test_body_is_frozen_for_freeze_epochs_then_trains(resnet18_state):
         **{**FAST, "epochs": 3},
     ).fit(X, y)
     initial = resnet18_state["layer1.0.conv1.weight"]
-    (body_1, head_1), (body_2, head_2), (body_3, _) = seen
+    initial_mean = resnet18_state["bn1.running_mean"]
+    (body_1, head_1, mean_1), (body_2, head_2, mean_2), (body_3, _, mean_3) = seen
     assert torch.equal(body_1.cpu(), initial) and torch.equal(body_2.cpu(), initial)
+    # A frozen body's batch norm keeps its running statistics too.
+    assert torch.equal(mean_1.cpu(), initial_mean)
+    assert torch.equal(mean_2.cpu(), initial_mean)
     assert not torch.equal(head_1, head_2)  # the head trains meanwhile
     assert not torch.equal(body_3.cpu(), initial)  # unfrozen in epoch 3
+    assert not torch.equal(mean_3.cpu(), initial_mean)
     assert all(p.requires_grad for p in body(clf).parameters())
 
 
