@@ -1,11 +1,14 @@
 """Side-by-side speed and memory of CNNImageClassifier, skorch and a hand-written loop.
 
 One command runs every measurement on the same synthetic data, the same network
-(the package's ConvNet with its defaults) and the same number of epochs,
-interleaving the contenders' repeats and reporting medians and ratios:
+(the package's ConvNet with the classifier's defaults) and the same number of
+epochs, interleaving the contenders' repeats and reporting medians and ratios:
 
     python benchmarks/run.py                  # full run, a few minutes on 2 cores
     python benchmarks/run.py --quick          # smoke run, seconds
+    python benchmarks/run.py --device cuda    # the GPU comparison, about 2 minutes
+    python benchmarks/run.py --suite gpu --device cpu --quick --samples 64
+                                              # the GPU comparison's code, on a CPU
 
 Contenders:
 
@@ -17,7 +20,21 @@ Contenders:
   data, ``train_split=None`` so it trains on as many images as the others: the peer;
 * ``ours``: ``CNNImageClassifier`` on the uint8 images.
 
-The figures go to standard output as a table and to a JSON file.
+On a GPU (``--suite gpu``, the default with ``--device cuda``) the contenders are
+those a GPU user weighs, each at its own defaults apart from the training
+settings they share (the classifier's default network, optimizer, learning rate
+and batch size; the same epochs):
+
+* ``hand_bf16``: the ceiling, a hand-written loop with the whole set resident on
+  the GPU, bfloat16 autocast and channels-last batches and weights;
+* ``hand``: the same loop in float32, contiguous;
+* ``skorch``: ``NeuralNetClassifier`` on a ``TensorDataset`` of float32 tensors
+  with its default ``DataLoader``;
+* ``ours``: ``CNNImageClassifier()`` with its defaults; ``ours_float32`` with
+  ``precision="float32"``.
+
+The figures go to standard output as a table, to a JSON file and, with
+``--markdown``, to a Markdown file.
 """
 
 from __future__ import annotations
@@ -26,6 +43,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -37,33 +55,60 @@ import torch
 from torch import nn
 
 from sklearn_cnn import CNNImageClassifier
+from sklearn_cnn._classifier import _OPTIMIZERS
 from sklearn_cnn._network import ConvNet
 from sklearn_cnn.augmentation import RandomAugment
-from sklearn_cnn.utils._runtime import cpu_has_native_bf16
+from sklearn_cnn.utils._runtime import cpu_has_native_bf16, resolve_precision
 
-BATCH_SIZE = 64
-PREDICT_BATCH_SIZE = 64
-LR = 1e-3
+# Every contender trains as the classifier does by default, and follows its defaults.
+DEFAULTS = CNNImageClassifier().get_params()
+BATCH_SIZE = DEFAULTS["batch_size"]
+PREDICT_BATCH_SIZE = BATCH_SIZE
+LR = DEFAULTS["lr"]
+OPTIMIZER, OPTIMIZER_KWARGS = _OPTIMIZERS[DEFAULTS["optimizer"]]
+
+# --quick and full runs of each suite; options given on the command line win.
+SIZES = {
+    ("cpu", False): {"repeats": 3, "epochs": 2, "samples": 1000},
+    ("cpu", True): {"repeats": 1, "epochs": 1, "samples": 128},
+    # 10,000 images: a CIFAR-sized epoch at 32 px.
+    ("gpu", False): {"repeats": 3, "epochs": 2, "samples": 10_000},
+    ("gpu", True): {"repeats": 1, "epochs": 1, "samples": 1000},
+}
+MEMORY_SAMPLES = {False: 20_000, True: 512}
+GPU_CLASSES = 10
 
 
-def make_data(n_samples: int, size: int, seed: int = 0):
+def make_data(n_samples: int, size: int, seed: int = 0, n_classes: int = 2):
     rng = np.random.default_rng(seed)
     X = rng.integers(0, 256, size=(n_samples, size, size, 3), dtype=np.uint8)
-    y = rng.integers(0, 2, size=n_samples)
+    y = rng.integers(0, n_classes, size=n_samples)
     return X, y
 
 
-def network(size: int) -> nn.Module:
-    return ConvNet(3, 2, (size, size))
+def network(size: int, n_classes: int = 2) -> nn.Module:
+    """The classifier's default network."""
+    return ConvNet(3, n_classes, (size, size), **network_params())
+
+
+def network_params() -> dict:
+    names = ("filters", "kernel_size", "dense_units", "dropout")
+    return {name: DEFAULTS[name] for name in names}
+
+
+def n_classes_of(y) -> int:
+    return int(y.max()) + 1
 
 
 # -- (a) the hand-written loop ---------------------------------------------------------
 def hand_fit(X, y, epochs, device, autocast_dtype=None, channels_last=False):
     torch.manual_seed(0)
-    model = network(X.shape[1]).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    images = torch.from_numpy(X).permute(0, 3, 1, 2).float().div(255).contiguous()
-    images = images.to(device)
+    model = network(X.shape[1], n_classes_of(y)).to(device)
+    optimizer = OPTIMIZER(model.parameters(), lr=LR, **OPTIMIZER_KWARGS)
+    # The uint8 images cross to the device, a quarter of the float32 bytes, and
+    # are converted there once: the whole set stays resident.
+    images = torch.from_numpy(X).to(device)
+    images = images.permute(0, 3, 1, 2).float().div(255).contiguous()
     labels = torch.from_numpy(y).to(device)
     channels_last = channels_last or autocast_dtype is not None
     if channels_last:
@@ -90,20 +135,27 @@ def hand_fit(X, y, epochs, device, autocast_dtype=None, channels_last=False):
     return model
 
 
-def hand_predict(model, X, device, channels_last=False):
+def hand_predict(model, X, device, channels_last=False, autocast_dtype=None):
+    channels_last = channels_last or autocast_dtype is not None
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.eval()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = torch.from_numpy(X).to(device)
     outputs = []
-    with torch.inference_mode():
+    with (
+        torch.inference_mode(),
+        torch.autocast(
+            device.type,
+            dtype=autocast_dtype or torch.float32,
+            enabled=autocast_dtype is not None,
+        ),
+    ):
         for start in range(0, len(X), PREDICT_BATCH_SIZE):
-            batch = torch.from_numpy(X[start : start + PREDICT_BATCH_SIZE])
-            batch = batch.to(device).permute(0, 3, 1, 2).float().div(255)
-            memory_format = (
-                torch.channels_last if channels_last else torch.contiguous_format
-            )
+            batch = images[start : start + PREDICT_BATCH_SIZE]
+            batch = batch.permute(0, 3, 1, 2).float().div(255)
             batch = batch.contiguous(memory_format=memory_format)
-            outputs.append(model(batch).cpu())
+            outputs.append(model(batch).float().cpu())
     return torch.cat(outputs).argmax(1).numpy()
 
 
@@ -122,17 +174,19 @@ class PerImageDataset(torch.utils.data.Dataset):
         return self.transform(image).float().div(255), self.y[i]
 
 
-def skorch_net(size, epochs, device):
+def skorch_net(size, epochs, device, n_classes=2):
     from skorch import NeuralNetClassifier
 
     torch.manual_seed(0)
     return NeuralNetClassifier(
         ConvNet,
         module__in_channels=3,
-        module__n_classes=2,
+        module__n_classes=n_classes,
         module__image_size=(size, size),
+        **{f"module__{name}": value for name, value in network_params().items()},
         criterion=nn.CrossEntropyLoss,
-        optimizer=torch.optim.Adam,
+        optimizer=OPTIMIZER,
+        **{f"optimizer__{name}": value for name, value in OPTIMIZER_KWARGS.items()},
         lr=LR,
         batch_size=BATCH_SIZE,
         max_epochs=epochs,
@@ -143,13 +197,18 @@ def skorch_net(size, epochs, device):
     )
 
 
-def skorch_fit(X, y, epochs, device, augment=False):
-    net = skorch_net(X.shape[1], epochs, device)
+def skorch_fit(X, y, epochs, device, augment=False, tensors=False):
+    net = skorch_net(X.shape[1], epochs, device, n_classes_of(y))
     if augment:
         from torchvision.transforms import v2
 
         transform = v2.Compose([v2.RandomHorizontalFlip(), v2.RandomRotation(15)])
         net.fit(PerImageDataset(X, y, transform), None)
+    elif tensors:
+        # A Dataset of float32 tensors in host memory, skorch's default DataLoader.
+        X_float = torch.from_numpy(X).permute(0, 3, 1, 2).float().div(255)
+        dataset = torch.utils.data.TensorDataset(X_float, torch.from_numpy(y))
+        net.fit(dataset, None)
     else:
         # skorch needs float input: the whole set converted, as its users do.
         X_float = X.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
@@ -237,6 +296,76 @@ def bench_training(size, n_samples, epochs, repeats, device, results):
         results[f"predict_{size}px_{name}"] = n_samples / seconds
 
 
+def bench_gpu(size, n_samples, epochs, repeats, device, results):
+    """Our defaults against skorch's and the GPU-resident bf16 ceiling, at ``size`` px.
+
+    Every contender first trains one epoch on a few images untimed, so that none
+    pays for CUDA's lazy start-up or cuDNN's kernel choice; the prediction
+    contenders are those warm-up models.
+    """
+    X, y = make_data(n_samples, size, n_classes=GPU_CLASSES)
+    bf16 = torch.bfloat16
+    warm_up = min(512, n_samples)
+    X_warm, y_warm = X[:warm_up], y[:warm_up]
+    models = {
+        "hand_bf16": hand_fit(X_warm, y_warm, 1, device, bf16),
+        "hand": hand_fit(X_warm, y_warm, 1, device),
+        "skorch": skorch_fit(X_warm, y_warm, 1, device, tensors=True),
+        "ours": ours_fit(X_warm, y_warm, 1, device, precision="auto"),
+        "ours_float32": ours_fit(X_warm, y_warm, 1, device),
+    }
+    autocast = models["ours"].net_.autocast_dtype
+    results[f"gpu_{size}px_ours_autocast"] = str(autocast).removeprefix("torch.")
+
+    images = n_samples * epochs
+    contenders = {
+        "hand_bf16": lambda: hand_fit(X, y, epochs, device, bf16),
+        "hand": lambda: hand_fit(X, y, epochs, device),
+        "skorch": lambda: skorch_fit(X, y, epochs, device, tensors=True),
+        "ours": lambda: ours_fit(X, y, epochs, device, precision="auto"),
+        "ours_float32": lambda: ours_fit(X, y, epochs, device),
+    }
+    for name, seconds in interleaved(contenders, repeats).items():
+        results[f"gpu_train_{size}px_{name}"] = images / seconds
+
+    predictors = {
+        "hand_bf16": lambda: hand_predict(
+            models["hand_bf16"], X, device, autocast_dtype=bf16
+        ),
+        "hand": lambda: hand_predict(models["hand"], X, device),
+        "skorch": lambda: skorch_predict(models["skorch"], X),
+        "ours": lambda: models["ours"].predict(X),
+        "ours_float32": lambda: models["ours_float32"].predict(X),
+    }
+    for name, seconds in interleaved(predictors, repeats).items():
+        results[f"gpu_predict_{size}px_{name}"] = n_samples / seconds
+
+
+def gpu_ratio_rows(results: dict) -> list[tuple[str, float, float]]:
+    """(label, ratio of images per second, goal) of the GPU comparison."""
+    rows = []
+    for size in (32, 64):
+        for task in ("train", "predict"):
+            prefix = f"gpu_{task}_{size}px_"
+            for theirs, goal in (
+                ("skorch", 3.0),
+                ("hand_bf16", 0.9),
+                ("hand", 0),
+            ):
+                ours, other = results.get(prefix + "ours"), results.get(prefix + theirs)
+                if ours is not None and other is not None:
+                    rows.append(
+                        (f"{size}px {task}: ours / {theirs}", ours / other, goal)
+                    )
+            ours32 = results.get(prefix + "ours_float32")
+            hand32 = results.get(prefix + "hand")
+            if ours32 is not None and hand32 is not None:
+                rows.append(
+                    (f"{size}px {task}: ours float32 / hand", ours32 / hand32, 0)
+                )
+    return rows
+
+
 def bench_memory(n_samples, size, who):
     """Peak RSS (bytes) of a fresh process that fits one epoch on uint8 images."""
     code = (
@@ -277,7 +406,7 @@ def bench_grid_search(n_samples, size, repeats):
     )
 
 
-def machine() -> dict:
+def machine(device: torch.device) -> dict:
     model = platform.processor()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -296,6 +425,10 @@ def machine() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cuda_runtime": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "device": str(device),
+        "default_precision": str(resolve_precision("auto", device)),
     }
 
 
@@ -352,23 +485,158 @@ def ratio_rows(results: dict) -> list[tuple[str, float, float]]:
     return rows
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--memory-samples", type=int, default=20_000)
-    parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--output", type=Path, default=Path(__file__).with_name("results.json")
+        "--suite",
+        choices=("cpu", "gpu"),
+        help="cpu: the CPU contenders, memory and grid search; gpu: the GPU "
+        "comparison (runs on --device cpu too, as a dry run of its code); "
+        "default: gpu with --device cuda, else cpu",
     )
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--samples", type=int, help="images per size")
+    parser.add_argument("--memory-samples", type=int)
+    parser.add_argument("--output", type=Path, help="the JSON file to write")
+    parser.add_argument("--markdown", type=Path, help="also write a Markdown table")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.epochs, args.samples, args.memory_samples = 1, 1, 128, 512
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     device = torch.device(args.device)
-    info = machine()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(
+            f"--device {args.device} needs CUDA, which torch does not see here; "
+            "use --suite gpu --device cpu to try the GPU comparison's code."
+        )
+    if args.suite is None:
+        args.suite = "gpu" if device.type == "cuda" else "cpu"
+    for name, value in SIZES[args.suite, args.quick].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.memory_samples is None:
+        args.memory_samples = MEMORY_SAMPLES[args.quick]
+    if args.output is None:
+        name = "results.json" if args.suite == "cpu" else "results_gpu.json"
+        args.output = Path(__file__).with_name(name)
+    return args, device
+
+
+def main(argv=None):
+    args, device = parse_args(argv)
+    info = machine(device)
     print("machine:", json.dumps(info))
+    run = run_gpu if args.suite == "gpu" else run_cpu
+    payload, figures, rows = run(args, device, info)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(payload, figures, rows))
+        print(f"wrote {args.markdown}")
+
+
+def print_figures(figures: dict, rows) -> None:
+    print(f"\n{'measurement':48s} {'value':>12s}")
+    for key, value in figures.items():
+        print(f"{key + ' (images/s)':48s} {value:12.1f}")
+    print(f"\n{'ratio':48s} {'value':>8s} {'goal':>6s}")
+    for label, value, goal in rows:
+        print(f"{label:48s} {value:8.2f} {goal:6.2f}{verdict(value, goal)}")
+
+
+def verdict(value: float, goal: float) -> str:
+    return "" if not goal else ("  ok" if value >= goal else "  MISSED")
+
+
+def markdown(payload: dict, figures: dict, rows) -> str:
+    settings = payload["settings"]
+    lines = [
+        f"# Benchmark: {settings['suite']} suite on {settings['device']}",
+        "",
+        f"`python benchmarks/run.py {' '.join(settings['argv'])}`: "
+        f"{settings['repeats']} interleaved repeats (medians), "
+        f"{settings['epochs']} epochs of {settings['samples']} images.",
+        "",
+        "Machine: " + ", ".join(f"{k}={v}" for k, v in payload["machine"].items()),
+        "",
+        *figure_table(figures),
+        "",
+        "| ratio | value | goal |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {label} | {value:.2f} | {f'>= {goal:g}' if goal else ''}"
+            f"{verdict(value, goal)} |"
+            for label, value, goal in rows
+        ),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def figure_table(figures: dict) -> list[str]:
+    """Images per second as Markdown: a row per contender, a column per measurement."""
+    cells: dict = {}
+    columns: list = []
+    for key, value in figures.items():
+        match = re.fullmatch(r"(?:gpu_)?(train|predict)_(\d+)px_(\w+)", key)
+        column, contender = f"{match[1]} {match[2]} px", match[3]
+        if column not in columns:
+            columns.append(column)
+        cells.setdefault(contender, {})[column] = value
+    # Training first, then prediction; small images first.
+    columns.sort(key=lambda c: (c.split()[0] != "train", int(c.split()[1])))
+    lines = [
+        "| contender (images/s) | " + " | ".join(columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
+    for contender, row in cells.items():
+        values = (f"{row[c]:.0f}" if c in row else "" for c in columns)
+        lines.append(f"| `{contender}` | " + " | ".join(values) + " |")
+    return lines
+
+
+def settings_of(args, device) -> dict:
+    return vars(args) | {
+        "output": str(args.output),
+        "markdown": None if args.markdown is None else str(args.markdown),
+        "device": str(device),
+    }
+
+
+def run_gpu(args, device, info):
+    results: dict = {}
+    for size in (32, 64):
+        bench_gpu(size, args.samples, args.epochs, args.repeats, device, results)
+        # Keep what is measured should a time limit stop the run at the next size.
+        partial = {"machine": info, "settings": settings_of(args, device)}
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(partial | {"results": results}, indent=2))
+    figures = {
+        key: value
+        for key, value in results.items()
+        if key.startswith(("gpu_train_", "gpu_predict_"))
+    }
+    rows = gpu_ratio_rows(results)
+    print_figures(figures, rows)
+    for size in (32, 64):
+        print(
+            f"ours at {size} px trained with autocast dtype "
+            f"{results[f'gpu_{size}px_ours_autocast']}"
+        )
+    payload = {
+        "machine": info,
+        "settings": settings_of(args, device),
+        "results": results,
+        "ratios": {label: value for label, value, _ in rows},
+        "goals": {label: goal for label, _, goal in rows if goal},
+    }
+    return payload, figures, rows
+
+
+def run_cpu(args, device, info):
     results: dict = {"native_bf16": info["native_bf16"]}
     for size in (64, 32):
         bench_training(size, args.samples, args.epochs, args.repeats, device, results)
@@ -380,15 +648,13 @@ def main(argv=None):
     results["grid_search_seconds_n_jobs_1"] = grid["n_jobs=1"]
     results["grid_search_seconds_n_jobs_2"] = grid["n_jobs=2"]
 
-    print(f"\n{'measurement':48s} {'value':>12s}")
-    for key, value in results.items():
-        if key.startswith(("train_", "predict_")):
-            print(f"{key + ' (images/s)':48s} {value:12.1f}")
-    print(f"\n{'ratio':48s} {'value':>8s} {'goal':>6s}")
+    figures = {
+        key: value
+        for key, value in results.items()
+        if key.startswith(("train_", "predict_"))
+    }
     rows = ratio_rows(results)
-    for label, value, goal in rows:
-        mark = "" if not goal else ("  ok" if value >= goal else "  MISSED")
-        print(f"{label:48s} {value:8.2f} {goal:6.2f}{mark}")
+    print_figures(figures, rows)
     budget = 3 * results["memory_uint8_data_bytes"] + 2**30
     gib = 2**30
     for who in ("ours", "skorch"):
@@ -401,7 +667,7 @@ def main(argv=None):
     print(f"GridSearchCV n_jobs=2 speed-up over n_jobs=1: {speedup:.2f}x (goal >= 1.0)")
     payload = {
         "machine": info,
-        "settings": vars(args) | {"output": str(args.output), "device": str(device)},
+        "settings": settings_of(args, device),
         "results": results,
         "ratios": {label: value for label, value, _ in rows},
         "grid_search_speedup": speedup,
@@ -409,8 +675,7 @@ def main(argv=None):
             who: results[f"memory_peak_rss_{who}"] / gib for who in ("ours", "skorch")
         },
     }
-    args.output.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    return payload, figures, rows
 
 
 if __name__ == "__main__":

@@ -6,3 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 rm -rf _build generated auto_examples
 python -m sphinx -W --keep-going -b html . _build/html "$@"
+echo "The HTML documentation is in $PWD/_build/html: open $PWD/_build/html/index.html"

@@ -3,9 +3,8 @@
 Training one model on several GPUs (Accelerate)
 ===============================================
 
-:class:`~sklearn_cnn.AcceleratedCNNImageClassifier` trains a
-:class:`~sklearn_cnn.CNNImageClassifier` data-parallel through Hugging Face
-Accelerate: launched once per GPU (``accelerate launch --multi_gpu
+``CNNImageClassifier(accelerator=Accelerator())`` trains data-parallel through
+Hugging Face Accelerate: launched once per GPU (``accelerate launch --multi_gpu
 --num_processes 4 this_script.py``), every process trains on its share of each
 epoch and the gradients are averaged across processes.
 
@@ -20,7 +19,7 @@ import numpy as np
 from accelerate import Accelerator
 from sklearn.model_selection import train_test_split
 
-from sklearn_cnn import AcceleratedCNNImageClassifier, CNNImageClassifier
+from sklearn_cnn import CNNImageClassifier
 from sklearn_cnn.datasets import load_cats_dogs
 
 X, y = load_cats_dogs(image_size=16, n_samples=600, return_X_y=True)
@@ -35,7 +34,7 @@ print(X_train.shape, X_train.dtype)
 # out the same validation images for early stopping.
 accelerator = Accelerator(cpu=True)
 params = dict(filters=(8, 16), epochs=10, batch_size=32, lr=3e-3, random_state=0)
-clf = AcceleratedCNNImageClassifier(accelerator=accelerator, **params, verbose=1)
+clf = CNNImageClassifier(accelerator=accelerator, **params, verbose=1)
 clf.fit(X_train, y_train)
 print(f"{accelerator.num_processes} process(es) on {clf.device_}")
 print(f"Test accuracy: {clf.score(X_test, y_test):.2f}")

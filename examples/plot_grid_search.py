@@ -33,7 +33,7 @@ param_grid = {
     "cnn__epochs": [3, 6],
 }
 search = GridSearchCV(model, param_grid, cv=2)
-search.fit(X_train, y_train)
+_ = search.fit(X_train, y_train)
 
 # %%
 # The scores of every combination, and the best one:

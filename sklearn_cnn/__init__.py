@@ -1,17 +1,38 @@
 """sklearn-cnn: convolutional image classifiers with scikit-learn's manners."""
 
-from ._accelerate import AcceleratedCNNImageClassifier
-from ._classifier import CNNImageClassifier
-from ._features import CNNFeatureExtractor
-from ._persistence import load_model, save_model
+from . import _lazy
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AcceleratedCNNImageClassifier",
     "CNNFeatureExtractor",
     "CNNImageClassifier",
     "__version__",
     "load_model",
     "save_model",
 ]
+
+# Imported on first use, so that ``import sklearn_cnn`` does not import torch.
+_public_attribute, __dir__ = _lazy.attach(
+    __name__,
+    submodules=["augmentation", "datasets", "inspection", "preprocessing", "utils"],
+    attributes={
+        "_classifier": ["CNNImageClassifier"],
+        "_features": ["CNNFeatureExtractor"],
+        "_persistence": ["load_model", "save_model"],
+    },
+)
+
+
+def __getattr__(name):
+    if name == "AcceleratedCNNImageClassifier":
+        import warnings
+
+        warnings.warn(
+            "AcceleratedCNNImageClassifier is now CNNImageClassifier(accelerator=...)"
+            "; the old name will be removed in sklearn-cnn 0.3.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return _public_attribute("CNNImageClassifier")
+    return _public_attribute(name)

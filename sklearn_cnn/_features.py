@@ -20,10 +20,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import BackboneNetwork, input_normalization, load_backbone
 from .utils._runtime import (
-    isolated_torch_rng,
     resolve_device,
     resolve_precision,
     resolve_seed,
+    seeded_random_ops,
 )
 from .utils._sklearn_private import Interval, StrOptions, _fit_context
 from .utils._validation import validate_images
@@ -156,7 +156,7 @@ class CNNFeatureExtractor(
         channels, height, width = X_nchw.shape[1:]
         device = resolve_device(self.device)
         normalization = input_normalization(self.backbone, self.weights, X_nchw)
-        with isolated_torch_rng(resolve_seed(self.random_state), device):
+        with seeded_random_ops(resolve_seed(self.random_state)):
             backbone = load_backbone(
                 self.backbone,
                 self.weights,

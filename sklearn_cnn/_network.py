@@ -33,7 +33,7 @@ class _BatchNorm2d(nn.BatchNorm2d):
 
 
 class ConvNet(nn.Module):
-    """The brief's Conv -> Pool -> Fully connected -> Softmax network.
+    """The default network: Conv -> Pool blocks, then Fully connected -> Softmax.
 
     One block per entry of ``filters``: a 'same' convolution, batch norm, ReLU and a
     2x2 max pool. Max pooling is skipped once the feature map is down to one pixel,

@@ -58,6 +58,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._backbones import BackboneNetwork
 from ._classifier import CNNImageClassifier
 from ._network import ConvNet
+from ._training import PredictionSettings
 
 FORMAT = "sklearn-cnn model"
 FORMAT_VERSION = 1
@@ -90,6 +91,8 @@ _TENSOR_DTYPES = {
 _JSON_ARRAY_KINDS = frozenset("biufUO")
 _FLOAT_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _FITTED_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*_\Z")
+# Fitted attributes stored in the file's network description, not as values.
+_NETWORK_STATE = {"net_", "prediction_settings_"}
 
 _PICKLE_HINT = (
     "Save this model with pickle or joblib instead, and load such files only from "
@@ -283,7 +286,7 @@ class _Writer:
         }
         fitted = {}
         for name, value in vars(estimator).items():
-            if not _FITTED_NAME.match(name) or name == "net_":
+            if not _FITTED_NAME.match(name) or name in _NETWORK_STATE:
                 continue
             where = f"fitted attribute {name!r} of {cls.__name__}"
             if _goes_in_tensor(name, value):
@@ -308,7 +311,7 @@ class _Writer:
             self.add_tensor(criterion_prefix + name, tensor)
         return {
             "architecture": type(net.module_).__name__,
-            "prediction": classifier._prediction_settings(),
+            "prediction": classifier.prediction_settings_.to_json(),
             "module_tensors": module_prefix,
             "criterion_tensors": criterion_prefix,
         }
@@ -744,9 +747,11 @@ class _Reader:
                 raise self.error(f"the classifier lacks the fitted attribute {name}.")
         device = self.resolve_device(getattr(classifier, "device_", "cpu"))
         try:
-            classifier._restore_net(network.get("prediction") or {}, device)
+            settings = PredictionSettings.from_json(network.get("prediction") or {})
         except ValueError as error:
             raise self.error(str(error)) from None
+        classifier._restore_net(device)
+        classifier.prediction_settings_ = settings
         net = classifier.net_
         if type(net.module_) is not _NETWORK_ARCHITECTURES[network["architecture"]]:
             raise self.error(

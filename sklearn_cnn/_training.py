@@ -16,8 +16,10 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from skorch.callbacks import (
 )
 from skorch.dataset import unpack_data
 from skorch.history import History
+from torch.nn.parameter import is_lazy
 
 # Keep a whole training set on the GPU when it takes at most this share of free memory.
 _GPU_RESIDENT_FRACTION = 0.25
@@ -57,35 +60,83 @@ class ImageData:
         caller's dtype, on the CPU or already on the training device.
     y : Tensor of shape (n_samples,) or None
         Encoded labels (int64).
+    sample_weight : Tensor of shape (n_samples,) or None
+        Weights of the images in the loss (float32); None weighs all alike.
     """
 
-    def __init__(self, images: torch.Tensor, y: torch.Tensor | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        y: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ):
         self.images = images
         self.y = y
+        self.sample_weight = sample_weight
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, indices: np.ndarray) -> ImageData:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return ImageData(
-            self.images[index.to(self.images.device)],
-            None if self.y is None else self.y[index.to(self.y.device)],
-        )
+        return ImageData(*(_take(tensor, index) for tensor in self._tensors()))
+
+    def _tensors(self) -> tuple:
+        return (self.images, self.y, self.sample_weight)
+
+    def target(self, index) -> torch.Tensor | WeightedTarget | None:
+        """The labels of ``index`` (a slice or indices), with their weights if any."""
+        if self.y is None:
+            return None
+        labels = _take(self.y, index)
+        if self.sample_weight is None:
+            return labels
+        return WeightedTarget(labels, _take(self.sample_weight, index))
 
     @classmethod
     def from_numpy(
-        cls, X_nchw: np.ndarray, y: np.ndarray | None, device: torch.device
+        cls,
+        X_nchw: np.ndarray,
+        y: np.ndarray | None,
+        device: torch.device,
+        sample_weight: np.ndarray | None = None,
     ) -> ImageData:
         """Wrap numpy data without copying it (except onto a GPU, where it pays)."""
         images = _as_tensor(X_nchw)
         labels = None if y is None else torch.as_tensor(y, dtype=torch.long)
+        weights = None
+        if sample_weight is not None:
+            weights = torch.as_tensor(sample_weight, dtype=torch.float32)
         if device.type == "cuda" and _fits_on_gpu(images, device):
-            images = images.to(device)
-            labels = None if labels is None else labels.to(device)
-        elif device.type == "cuda":
+            return cls(*(_to(tensor, device) for tensor in (images, labels, weights)))
+        if device.type == "cuda":
             images = images.pin_memory()
-        return cls(images, labels)
+        return cls(images, labels, weights)
+
+
+class WeightedTarget(NamedTuple):
+    """A batch's labels with the weights of its images in the loss."""
+
+    labels: torch.Tensor
+    weights: torch.Tensor
+
+    def to(self, device, non_blocking=False) -> WeightedTarget:
+        return WeightedTarget(
+            self.labels.to(device, non_blocking=non_blocking),
+            self.weights.to(device, non_blocking=non_blocking),
+        )
+
+
+def _take(tensor: torch.Tensor | None, index) -> torch.Tensor | None:
+    if tensor is None:
+        return None
+    if isinstance(index, torch.Tensor):
+        index = index.to(tensor.device)
+    return tensor[index]
+
+
+def _to(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 def _as_tensor(X: np.ndarray) -> torch.Tensor:
@@ -149,26 +200,28 @@ class BatchIterator:
         return len(self._bounds())
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        images, labels = self.data.images, self.data.y
         order = None
         if self.shuffle:
             order = torch.randperm(len(self.data), generator=self.generator)
-            order = order.to(images.device)
+            order = order.to(self.data.images.device)
         non_blocking = self.device.type == "cuda"
+        images = self.data.images
+        pinned = non_blocking and images.device.type == "cpu" and images.is_pinned()
         for start, stop in self._bounds():
-            if order is None:
-                batch = images[start:stop]
-                batch_labels = None if labels is None else labels[start:stop]
-            else:
-                index = order[start:stop]
-                batch = images[index]
-                batch_labels = (
-                    None if labels is None else labels[index.to(labels.device)]
+            index = slice(start, stop) if order is None else order[start:stop]
+            if pinned and order is not None:
+                # Gather into pinned memory, or the copy to the GPU would block.
+                batch = torch.empty(
+                    (len(index), *images.shape[1:]), dtype=images.dtype, pin_memory=True
                 )
+                torch.index_select(images, 0, index, out=batch)
+            else:
+                batch = _take(images, index)
+            target = self.data.target(index)
             batch = batch.to(self.device, non_blocking=non_blocking)
-            if batch_labels is not None:
-                batch_labels = batch_labels.to(self.device, non_blocking=non_blocking)
-            yield batch, batch_labels
+            if target is not None:
+                target = target.to(self.device, non_blocking=non_blocking)
+            yield batch, target
 
 
 class BatchPreparer:
@@ -215,6 +268,49 @@ class BatchPreparer:
         return images
 
 
+@dataclass(frozen=True)
+class PredictionSettings:
+    """How a fitted network turns stored images into its input; fixed at fit.
+
+    A value, passed to :func:`predict_logits`: prediction never changes the
+    fitted net, so several threads can predict with one model at once. Whether
+    pixels are scaled from 0-255 follows the dtype of the images predicted on.
+    """
+
+    channels_last: bool
+    autocast_dtype: torch.dtype | None
+
+    def preparer(self, images: torch.Tensor) -> BatchPreparer:
+        uint8 = images.dtype == torch.uint8
+        return BatchPreparer(
+            source_is_uint8=uint8, scale_uint8=uint8, channels_last=self.channels_last
+        )
+
+    def autocast(self, device: torch.device):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+    def to_json(self) -> dict:
+        dtype = self.autocast_dtype
+        return {
+            "channels_last": self.channels_last,
+            "autocast_dtype": None if dtype is None else str(dtype).split(".")[-1],
+        }
+
+    @classmethod
+    def from_json(cls, settings: dict) -> PredictionSettings:
+        dtypes = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        channels_last = settings.get("channels_last")
+        autocast = settings.get("autocast_dtype")
+        if not isinstance(channels_last, bool) or autocast not in dtypes:
+            raise ValueError(
+                "The prediction settings must hold a boolean channels_last and an "
+                f"autocast_dtype in {sorted(dtypes, key=str)}; got {settings!r}."
+            )
+        return cls(channels_last, dtypes[autocast])
+
+
 class _Accuracy(Callback):
     """Records train and validation accuracy per epoch from the batches' outputs.
 
@@ -228,15 +324,28 @@ class _Accuracy(Callback):
         _, labels = unpack_data(batch)
         if labels is None or y_pred is None:
             return
+        weights = None
+        if isinstance(labels, WeightedTarget):
+            labels, weights = labels
+        hits = y_pred.argmax(dim=1) == labels
         correct, total = self.counts_[training]
-        correct = correct + (y_pred.argmax(dim=1) == labels).sum()
-        self.counts_[training] = [correct, total + len(labels)]
+        if weights is None:
+            self.counts_[training] = [correct + hits.sum(), total + len(labels)]
+        else:
+            # Zero-weight images count for nothing, here as in the loss.
+            self.counts_[training] = [
+                correct + (hits * weights).sum(),
+                total + weights.sum(),
+            ]
 
     def on_epoch_end(self, net, **kwargs):
         for training, prefix in ((True, "train"), (False, "valid")):
             correct, total = self.counts_[training]
-            if total:
-                net.history.record(f"{prefix}_accuracy", float(correct) / total)
+            if float(total) > 0:
+                net.history.record(f"{prefix}_accuracy", float(correct) / float(total))
+        # Counts left on the device would go into the pickle as CUDA tensors,
+        # which a machine without CUDA cannot unpickle.
+        del self.counts_
 
 
 class _EpochTable(PrintLog):
@@ -396,6 +505,13 @@ class _StoppingEarly(EarlyStopping):
                 raise _EarlyStop from None
             raise
 
+    def on_train_end(self, net, **kwargs):
+        super().on_train_end(net, **kwargs)
+        # The best weights are in the module now. Their copy, kept, would hold
+        # GPU memory and go into the pickle as CUDA tensors, which a machine
+        # without CUDA cannot unpickle.
+        self.best_model_weights_ = None
+
 
 class ImageNeuralNet(NeuralNetClassifier):
     """skorch's classifier with a tensor data path and fail-fast training.
@@ -404,25 +520,54 @@ class ImageNeuralNet(NeuralNetClassifier):
 
     * batches come from :class:`BatchIterator` and are prepared on the device by
       a :class:`BatchPreparer` (no Dataset, no collate, no per-image Python);
-    * the loss is checked before it is used: a NaN or infinite loss raises
+    * the loss is the weighted mean of the images' losses (sample and class
+      weights), checked before it is used: a NaN or infinite loss raises
       :class:`TrainingDivergedError` naming the epoch and batch;
+    * lazy layers are given their shapes by one forward pass at initialization;
     * ``KeyboardInterrupt`` propagates after the callbacks' end-of-training hooks;
-    * prediction runs under ``torch.inference_mode``, with bf16 autocast when asked.
+    * prediction (:func:`predict_logits`) runs under ``torch.inference_mode``
+      with the :class:`PredictionSettings` fixed at fit.
     """
 
     def __init__(
         self,
         module,
         *args,
+        input_shape=None,
         batch_preparer=None,
         autocast_dtype=None,
         shuffle_generator=None,
         **kwargs,
     ):
         super().__init__(module, *args, **kwargs)
+        self.input_shape = input_shape
         self.batch_preparer = batch_preparer
         self.autocast_dtype = autocast_dtype
         self.shuffle_generator = shuffle_generator
+
+    def _initialize_module(self, reason=None):
+        super()._initialize_module(reason=reason)
+        self._materialize_lazy_layers()
+        return self
+
+    def _materialize_lazy_layers(self):
+        """Give lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``) their shapes.
+
+        One forward pass of a zero batch of the real image shape, before the
+        optimizer is built (it must see the real parameters) and before the
+        memory-format conversion (which cannot touch uninitialized ones). Eval
+        mode, so batch-norm statistics are left alone.
+        """
+        module = self.module_
+        tensors = [*module.parameters(), *module.buffers()]
+        if self.input_shape is None or not any(map(is_lazy, tensors)):
+            return
+        batch = torch.zeros((2, *self.input_shape), device=self.device)
+        training = module.training
+        module.eval()
+        with torch.no_grad():
+            module(batch)
+        module.train(training)
 
     @property
     def _default_callbacks(self):
@@ -469,15 +614,29 @@ class ImageNeuralNet(NeuralNetClassifier):
             return self.module_(x, **fit_params)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        # Under autocast the logits may be bf16: compute the loss in float32.
-        return super().get_loss(y_pred.float(), y_true, X=X, training=training)
+        """The weighted mean of the images' losses; non-finite stops training.
 
-    def train_step_single(self, batch, **fit_params):
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi, **fit_params)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        if not torch.isfinite(loss):
+        The criterion returns one loss per image (class weights applied); each
+        is weighted by its image's sample weight, and the sum is divided by the
+        sum of the weights, as scikit-learn weighs samples. A batch whose
+        weights are all zero has loss 0 and changes nothing.
+        """
+        weights = None
+        if isinstance(y_true, WeightedTarget):
+            y_true, weights = y_true
+        # Under autocast the logits may be bf16: compute the loss in float32.
+        losses = self.criterion_(y_pred.float(), y_true)
+        class_weight = getattr(self.criterion_, "weight", None)
+        if weights is None and class_weight is None:
+            loss = losses.mean()
+        else:
+            norm = torch.ones_like(losses) if weights is None else weights
+            if weights is not None:
+                losses = losses * weights
+            if class_weight is not None:
+                norm = norm * class_weight[y_true]
+            loss = losses.sum() / norm.sum().clamp_min(torch.finfo(norm.dtype).tiny)
+        if training and not torch.isfinite(loss):
             epoch = len(self.history)
             # skorch opens the batch's history row before the step.
             batch_number = len(self.history[-1, "batches"]) if epoch else 1
@@ -486,8 +645,7 @@ class ImageNeuralNet(NeuralNetClassifier):
                 f"{batch_number}; training stopped before the optimizer applied it. "
                 "Lower lr, scale the input (pixels 0-1), or use precision='float32'."
             )
-        loss.backward()
-        return {"loss": loss, "y_pred": y_pred}
+        return loss
 
     def evaluation_step(self, batch, training=False):
         self.check_is_fitted()
@@ -513,10 +671,14 @@ class ImageNeuralNet(NeuralNetClassifier):
         return self
 
 
-def predict_logits(net: ImageNeuralNet, data: ImageData) -> np.ndarray:
+def predict_logits(
+    net: ImageNeuralNet, data: ImageData, settings: PredictionSettings
+) -> np.ndarray:
     """Logits for every image, computed batch by batch, collected on the CPU.
 
-    A CUDA out-of-memory error halves the batch and carries on.
+    Reads the fitted net and changes nothing in it (the network is in eval
+    mode already after training). A CUDA out-of-memory error halves the batch
+    and carries on.
     """
     # The training batch size: larger inference batches measured slower on CPUs,
     # whose caches they overflow.
@@ -525,13 +687,16 @@ def predict_logits(net: ImageNeuralNet, data: ImageData) -> np.ndarray:
     start = 0
     n = len(data)
     device = torch.device(net.device)
-    net.module_.eval()
+    prepare = settings.preparer(data.images)
+    module = net.module_
+    if module.training:
+        module.eval()
     while start < n:
         stop = min(start + batch_size, n)
         batch = data.images[start:stop].to(device, non_blocking=device.type == "cuda")
         try:
-            with torch.inference_mode():
-                logits = net.infer(batch)
+            with torch.inference_mode(), settings.autocast(device):
+                logits = module(prepare(batch, training=False))
         except torch.cuda.OutOfMemoryError:
             if batch_size == 1:
                 raise

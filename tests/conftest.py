@@ -6,6 +6,18 @@ import torch
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked ``cuda`` on a machine where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason="needs a CUDA device: torch.cuda.is_available() is False here"
+    )
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 def make_images(n_samples=60, size=8, channels=3, seed=0, labels=("cat", "dog")):
     """Tiny uint8 images whose class is which half of the image is brighter."""
     rng = np.random.RandomState(seed)

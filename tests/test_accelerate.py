@@ -6,7 +6,6 @@ Data-parallel training proper is checked with two CPU processes launched by
 batches with a stand-in accelerator that reports several processes.
 """
 
-import inspect
 import json
 import pickle
 import subprocess
@@ -24,11 +23,10 @@ from sklearn_cnn import CNNImageClassifier
 
 accelerate = pytest.importorskip("accelerate")
 
-from sklearn_cnn._accelerate import (  # noqa: E402
-    AcceleratedCNNImageClassifier,
-    AcceleratedImageNet,
-    _ShardedBatchIterator,
-)
+from accelerate.data_loader import prepare_data_loader  # noqa: E402
+
+from sklearn_cnn._accelerate import AcceleratedImageNet  # noqa: E402
+from sklearn_cnn._network import ConvNet  # noqa: E402
 from sklearn_cnn._training import ImageData  # noqa: E402
 
 
@@ -40,7 +38,7 @@ def accelerator():
 def test_trains_like_the_plain_classifier(accelerator):
     X, y = make_images(n_samples=48)
     plain = CNNImageClassifier(**FAST, device="cpu").fit(X, y)
-    accelerated = AcceleratedCNNImageClassifier(**FAST, accelerator=accelerator)
+    accelerated = CNNImageClassifier(**FAST, accelerator=accelerator)
     accelerated.fit(X, y)
 
     assert isinstance(accelerated.net_, AcceleratedImageNet)
@@ -54,15 +52,15 @@ def test_trains_like_the_plain_classifier(accelerator):
 
 def test_verbose_zero_prints_nothing(accelerator, capsys):
     X, y = make_images(n_samples=32)
-    AcceleratedCNNImageClassifier(**FAST, accelerator=accelerator).fit(X, y)
+    CNNImageClassifier(**FAST, accelerator=accelerator).fit(X, y)
     assert capsys.readouterr().out == ""
-    AcceleratedCNNImageClassifier(**FAST, accelerator=accelerator, verbose=1).fit(X, y)
+    CNNImageClassifier(**FAST, accelerator=accelerator, verbose=1).fit(X, y)
     assert "train_loss" in capsys.readouterr().out
 
 
 def test_early_stopping_and_warm_start(accelerator):
     X, y = make_images(n_samples=60)
-    clf = AcceleratedCNNImageClassifier(
+    clf = CNNImageClassifier(
         **{**FAST, "epochs": 4},
         accelerator=accelerator,
         early_stopping=True,
@@ -80,18 +78,36 @@ def test_early_stopping_and_warm_start(accelerator):
 
 def test_pickles_and_predicts_the_same(accelerator):
     X, y = make_images(n_samples=32)
-    clf = AcceleratedCNNImageClassifier(**FAST, accelerator=accelerator).fit(X, y)
+    clf = CNNImageClassifier(**FAST, accelerator=accelerator).fit(X, y)
     restored = pickle.loads(pickle.dumps(clf))
     assert_array_equal(restored.predict(X), clf.predict(X))
 
 
-def test_parameters_are_the_plain_classifiers_with_accelerator_for_device():
-    def names(cls):
-        return set(inspect.signature(cls.__init__).parameters) - {"self"}
+def test_old_name_is_the_classifier_with_a_warning():
+    import sklearn_cnn
 
-    plain, accelerated = names(CNNImageClassifier), names(AcceleratedCNNImageClassifier)
-    assert accelerated == plain - {"device"} | {"accelerator"}
-    assert "device" not in AcceleratedCNNImageClassifier().get_params()
+    with pytest.warns(FutureWarning, match=r"CNNImageClassifier\(accelerator=...\)"):
+        assert sklearn_cnn.AcceleratedCNNImageClassifier is CNNImageClassifier
+    assert "AcceleratedCNNImageClassifier" not in sklearn_cnn.__all__
+    assert "accelerator" in CNNImageClassifier().get_params()
+
+
+def test_device_must_agree_with_the_accelerator(accelerator):
+    X, y = make_images(n_samples=16)
+    clf = CNNImageClassifier(**FAST, accelerator=accelerator, device="cuda:3")
+    with pytest.raises(ValueError, match="leave device='auto'"):
+        clf.fit(X, y)
+    assert not hasattr(clf, "net_")
+
+
+def test_gradient_accumulation_goes_through_accelerate():
+    # The mixin's own step (accelerator.backward inside accumulate) is used.
+    X, y = make_images(n_samples=48)
+    accumulating = accelerate.Accelerator(cpu=True, gradient_accumulation_steps=2)
+    clf = CNNImageClassifier(**FAST, accelerator=accumulating).fit(X, y)
+    plain = CNNImageClassifier(**FAST, device="cpu").fit(X, y)
+    assert np.isfinite(clf.loss_curve_).all()
+    assert not np.allclose(clf.predict_proba(X), plain.predict_proba(X))
 
 
 class _StandIn:
@@ -103,6 +119,14 @@ class _StandIn:
         self.process_index = process_index
         self.num_processes = num_processes
 
+    def prepare(self, loader):
+        return prepare_data_loader(
+            loader,
+            num_processes=self.num_processes,
+            process_index=self.process_index,
+            put_on_device=False,
+        )
+
 
 @pytest.mark.parametrize("n_samples", [10, 11, 33])
 def test_sharded_batches_cover_every_image_once_per_epoch(n_samples):
@@ -110,15 +134,14 @@ def test_sharded_batches_cover_every_image_once_per_epoch(n_samples):
     data = ImageData(torch.arange(n_samples).reshape(n_samples, 1, 1, 1), None)
     shards, lengths = [], []
     for rank in range(n_processes):
-        iterator = _ShardedBatchIterator(
-            data,
+        net = AcceleratedImageNet(
+            ConvNet,
             accelerator=_StandIn(rank, n_processes),
             batch_size=batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(0),
-            device=torch.device("cpu"),
-            merge_singleton=True,
+            shuffle_generator=torch.Generator().manual_seed(0),
+            device="cpu",
         )
+        iterator = net.get_iterator(data, training=True)
         batches = [images.flatten() for images, _ in iterator]
         assert len(batches) == len(iterator)
         lengths.append(len(batches))
@@ -129,7 +152,8 @@ def test_sharded_batches_cover_every_image_once_per_epoch(n_samples):
     seen = torch.cat(shards).numpy()
     assert set(seen) == set(range(n_samples))
     # Padding repeats at most one image per process.
-    assert len(seen) - n_samples < n_processes
+    # Accelerate pads the last round of batches from the start of the epoch.
+    assert len(seen) - n_samples < n_processes * batch_size
     assert np.bincount(seen).max() <= 2
 
 
@@ -141,7 +165,7 @@ from accelerate.utils import gather_object
 
 sys.path.insert(0, {tests!r})
 from conftest import FAST, make_images
-from sklearn_cnn._accelerate import AcceleratedCNNImageClassifier
+from sklearn_cnn import CNNImageClassifier
 
 from skorch.callbacks import Callback
 
@@ -160,7 +184,7 @@ torch.set_num_threads(1)
 accelerator = Accelerator(cpu=True)
 counter = CountTrainingImages()
 X, y = make_images(n_samples=61)
-clf = AcceleratedCNNImageClassifier(
+clf = CNNImageClassifier(
     **{{**FAST, "epochs": 3}},
     accelerator=accelerator,
     early_stopping=True,
@@ -205,9 +229,10 @@ def test_two_processes_train_one_model(tmp_path):
     )
     first, second = sorted(json.loads(line[len("RESULTS") :]), key=lambda r: r["rank"])
     assert first["n_processes"] == second["n_processes"] == 2
-    # Each process trained on its half of the 48 training images every epoch.
+    # Accelerate deals the 3 batches of 16 of each epoch's 48 training images
+    # round robin, padded to 2 per process so that both take as many steps.
     assert first["n_epochs"] == 3
-    assert first["seen"] == second["seen"] == 24 * 3
+    assert first["seen"] == second["seen"] == 2 * 16 * 3
     # Gradients were averaged: both processes hold the very same network...
     assert first["weights"] == second["weights"]
     assert_allclose(first["proba"], second["proba"])

@@ -116,7 +116,9 @@ def test_freeze_epochs_zero_trains_the_body_at_once(resnet18_state):
 
 def test_backbone_learning_rate(resnet18_state):
     X, y = make_images()
-    clf = CNNImageClassifier(backbone="resnet18", weights="DEFAULT", lr=0.01, **FAST)
+    clf = CNNImageClassifier(
+        backbone="resnet18", weights="DEFAULT", lr=0.01, lr_schedule="constant", **FAST
+    )
     groups = clf.fit(X, y).net_.optimizer_.param_groups
     body_params = {id(p) for p in body(clf).parameters()}
     (body_group,) = [g for g in groups if id(g["params"][0]) in body_params]

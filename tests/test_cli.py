@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sklearn_cnn.cli import main
@@ -227,11 +228,19 @@ def test_train_errors(tmp_path, capsys):
 
 def test_model_errors(trained, images, tmp_path, capsys):
     model, _, _ = trained
-    garbage = tmp_path / "garbage.pkl"
-    garbage.write_bytes(b"this is not a model")
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("this is not a model\n")
     assert_one_line_error(
-        main(["predict", str(garbage), str(images)]), capsys, "cannot read model"
+        main(["predict", str(text_file), str(images)]),
+        capsys,
+        "is not a model file sklearn-cnn can read",
     )
+    damaged = tmp_path / "damaged.pkl"
+    damaged.write_bytes(b"\x80\x04garbage")
+    status = main(["predict", str(damaged), str(images)])
+    err = capsys.readouterr().err
+    assert status == 1 and "cannot read model" in err and "a pickle file" in err
+    assert err.count("Error") <= 1, err  # the exception's name at most once
     assert_one_line_error(
         main(["evaluate", str(tmp_path / "nope.pkl"), str(images)]),
         capsys,
@@ -280,3 +289,218 @@ def test_installed_console_script():
     assert result.returncode == 0
     assert result.stdout.startswith("sklearn-cnn ")
     np.testing.assert_equal(result.stderr, "")
+
+
+# -- flags: whole names only, each sub-command reports its own errors -----------------
+@pytest.mark.parametrize(
+    "args, usage, unknown",
+    [
+        (["train", "--epoch", "2"], "usage: sklearn-cnn train", "--epoch"),
+        (
+            ["predict", "m", "i", "--output-fmt", "csv"],
+            "usage: sklearn-cnn predict",
+            "--output-fmt",
+        ),
+        (
+            ["evaluate", "m", "d", "--repor", "r"],
+            "usage: sklearn-cnn evaluate",
+            "--repor",
+        ),
+        (["--deb", "train"], "usage: sklearn-cnn [-h]", "--deb"),
+    ],
+)
+def test_abbreviated_or_misspelled_flags_are_usage_errors(args, usage, unknown, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    assert unknown in err
+
+
+# -- option errors: plain sentences, once, before any stage prints --------------------
+def assert_error_before_any_work(args, capsys, match):
+    status = main(args)
+    out, err = capsys.readouterr()
+    assert status == 1 and out == "", out
+    assert err.startswith("sklearn-cnn: error: ") and err.count("\n") == 1, err
+    assert match in err
+    return err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_without_cuda_is_reported_before_any_work(capsys):
+    err = assert_error_before_any_work(
+        ["train", "--device", "cuda"], capsys, "PyTorch finds no CUDA GPU"
+    )
+    assert "device=" not in err and "--device cpu" in err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_missing_gpu_index_is_reported_before_any_work(capsys):
+    assert_error_before_any_work(
+        ["train", "--device", "cuda:99"], capsys, "numbered from 0 to"
+    )
+
+
+def test_option_errors_come_before_any_work(tmp_path, capsys):
+    assert_error_before_any_work(
+        ["train", "--device", "banana"], capsys, "'banana' is not a device name"
+    )
+    assert_error_before_any_work(
+        ["train", *TINY, "--n-samples", "10", "--test-size", "10"],
+        capsys,
+        "cannot hold out --test-size 10 of 10 images",
+    )
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    assert_error_before_any_work(
+        ["train", "--report", str(blocker / "report")], capsys, "is a file"
+    )
+    assert_error_before_any_work(
+        ["train", "--output", str(blocker / "model.safetensors")], capsys, "is a file"
+    )
+    with pytest.raises(SystemExit):
+        main(["train", "--rotation", "-5"])
+    assert "expected an angle from 0 to 180 degrees" in capsys.readouterr().err
+
+
+# -- the end of the output: the whole run's time, and what to do about skipped plots ---
+def test_last_lines_time_the_whole_run_and_say_how_to_get_plots(tmp_path):
+    # A process that sleeps, then cannot import matplotlib, then runs the command:
+    # the wall time counts from the process's start.
+    code = (
+        "import sys, time; sys.modules['matplotlib'] = None; time.sleep(2); "
+        "from sklearn_cnn.cli import main; sys.exit(main())"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", code, "train", *TINY, "--n-samples", "40"]
+        + ["--image-size", "8", "--augment", "none"]
+        + ["--output", str(tmp_path / "model"), "--report", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    *_, wall_time, plots = result.stdout.splitlines()
+    assert wall_time.startswith("Wall time: ")
+    assert float(wall_time.split()[2]) >= 2.0
+    assert "Plots skipped: matplotlib is not installed" in plots
+    assert "pip install matplotlib" in plots
+    assert (tmp_path / "report" / "metrics.json").is_file()
+
+
+def test_matplotlib_is_installed_with_the_package():
+    """``pip install . && sklearn-cnn train`` writes the plots: no extra needed."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    names = [
+        requirement.split(">")[0].split("=")[0].split("[")[0].strip()
+        for requirement in pyproject["project"]["dependencies"]
+    ]
+    assert "matplotlib" in names
+
+
+# -- Ctrl-C: one line, status 130, no half-written model, at any moment -------------
+# The command runs under a driver that stops it at a given moment (the start of
+# an import, the opening of a file, a text on stdout, the renaming of a written
+# file into place) and says so on stderr; the test then sends a real SIGINT.
+PAUSING_DRIVER = r"""
+import os, sys, time
+from sklearn_cnn.cli import main
+
+kind, target = os.environ["PAUSE_AT"].split(":", 1)
+paused = False
+
+
+def pause():
+    global paused
+    paused = True
+    sys.stdout.flush()
+    sys.stderr.write("PAUSED\n")
+    sys.stderr.flush()
+    while True:
+        time.sleep(0.01)
+
+
+def on_event(event, args):
+    if paused:
+        return
+    if (
+        (kind == "import" and event == "import" and args[0] == target)
+        or (kind == "open" and event == "open" and str(args[0]).endswith(target))
+        or (kind == "rename" and event == "os.rename" and str(args[1]) == target)
+    ):
+        pause()
+
+
+class PausingStdout:
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        written = self.stream.write(text)
+        if not paused and target in text:
+            pause()
+        return written
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+if kind == "stdout":
+    sys.stdout = PausingStdout(sys.stdout)
+else:
+    sys.addaudithook(on_event)
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    "moment, not_reached",
+    [
+        ("import:torch", "[2/6]"),  # importing (torch comes with stage 2)
+        ("open:cat_dog_silhouettes.npz", "[1/6]"),  # loading the data
+        ("stdout:train_loss", "trained"),  # training: inside skorch's fit
+        ("stdout:[6/6]", "predicted"),  # evaluating
+        ("rename:MODEL", "Saved"),  # writing: the model is whole, not yet in place
+    ],
+)
+def test_ctrl_c_ends_with_one_line_and_status_130(moment, not_reached, tmp_path):
+    import signal
+
+    model = tmp_path / "out" / "model.safetensors"
+    moment = moment.replace("MODEL", str(model))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PAUSE_AT": moment}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    args = ["train", *TINY, "--n-samples", "40", "--image-size", "8", "--epochs", "2"]
+    args += ["--output", str(model), "--report", str(tmp_path / "report")]
+    with open(tmp_path / "stdout", "w") as stdout:
+        process = subprocess.Popen(
+            [sys.executable, "-c", PAUSING_DRIVER, *args],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        before = []
+        for line in process.stderr:
+            if line == "PAUSED\n":
+                break
+            before.append(line)
+        else:
+            process.wait(timeout=600)
+            pytest.fail(f"never reached {moment}: {''.join(before)}")
+        process.send_signal(signal.SIGINT)
+        after = process.stderr.read()
+        status = process.wait(timeout=600)
+    assert status == 130
+    assert after == "sklearn-cnn: interrupted\n", after
+    assert "Traceback" not in "".join(before)
+    assert not_reached not in (tmp_path / "stdout").read_text()
+    # Nothing half-written: no model, no temporary file beside it.
+    assert not model.parent.exists() or list(model.parent.iterdir()) == []

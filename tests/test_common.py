@@ -26,9 +26,6 @@ FAST_PARAMS = {
     "CNNImageClassifier": dict(
         epochs=10, filters=(8,), dense_units=16, batch_size=32, lr=0.01, random_state=0
     ),
-    "AcceleratedCNNImageClassifier": dict(
-        epochs=10, filters=(8,), dense_units=16, batch_size=32, lr=0.01, random_state=0
-    ),
     "ImageResizer": dict(size=(4, 4)),
     # A small, quickly built torchvision network (random weights: no download).
     "CNNFeatureExtractor": dict(backbone="mobilenet_v3_small", precision="float32"),
@@ -38,7 +35,15 @@ FAST_PARAMS = {
 # is the identity, by design (documented like TargetEncoder's fit_transform).
 # The ``non_deterministic`` tag makes scikit-learn skip the checks that compare
 # the two, so nothing is left to list here.
-EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {}
+EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
+    "CNNImageClassifier": {
+        "check_sample_weight_equivalence_on_dense_data": (
+            "Minibatch training: a weight of 2 is not a repeated image, which "
+            "lands in another shuffled batch and in other batch-norm statistics; "
+            "scikit-learn expects the same of SGDClassifier and MLPClassifier."
+        ),
+    },
+}
 
 
 def _public_estimator_classes():

@@ -8,20 +8,7 @@ An augmenter's ``fit_transform(X)`` returns one random augmentation of ``X``
 batch in every epoch, on the training device.
 """
 
-from ._base import BaseAugmenter
-from ._images import AugmentationLostWarning, AugmentedImages
-from ._transforms import (
-    ColorJitter,
-    GaussianNoise,
-    RandomAugment,
-    RandomCrop,
-    RandomErasing,
-    RandomHorizontalFlip,
-    RandomResizedCrop,
-    RandomRotation,
-    RandomTranslation,
-    RandomVerticalFlip,
-)
+from .. import _lazy
 
 __all__ = [
     "AugmentationLostWarning",
@@ -38,3 +25,23 @@ __all__ = [
     "RandomTranslation",
     "RandomVerticalFlip",
 ]
+
+__getattr__, __dir__ = _lazy.attach(
+    __name__,
+    attributes={
+        "_base": ["BaseAugmenter"],
+        "_images": ["AugmentationLostWarning", "AugmentedImages"],
+        "_transforms": [
+            "ColorJitter",
+            "GaussianNoise",
+            "RandomAugment",
+            "RandomCrop",
+            "RandomErasing",
+            "RandomHorizontalFlip",
+            "RandomResizedCrop",
+            "RandomRotation",
+            "RandomTranslation",
+            "RandomVerticalFlip",
+        ],
+    },
+)

@@ -33,8 +33,8 @@ Cats and dogs silhouettes
 
 Hand-made silhouettes of cats and dogs in many poses, the cat and dog classes of
 the 10-class Animal-MNIST data set. The images are upscaled with an antialiased
-bilinear filter and repeated over three channels so that they have the shape of
-the colour photos of the project's brief: 1000 images of 64x64x3.
+bilinear filter and repeated over three channels, so that by default they have
+the shape of a small set of colour photos: 1000 images of 64x64x3.
 """
 
 
@@ -66,7 +66,8 @@ def load_cats_dogs(
     of the Animal-MNIST data set (MIT License, Copyright (c) 2025 SinaSR-6; the
     notice ships with the package beside the data). They are upscaled to
     ``image_size`` with an antialiased bilinear filter and repeated over three
-    channels, giving the brief's shape: 1000 images of 64x64x3 by default.
+    channels: 1000 images of 64x64x3 by default, the shape of a small set of
+    colour photos.
 
     =================   ======================================
     Classes             2 ("cat", "dog")

@@ -5,12 +5,19 @@
 - :func:`plot_history` draws the loss and accuracy per epoch.
 - :func:`plot_predictions` shows images with their predicted and true labels.
 
-The plots need matplotlib (``pip install 'sklearn-cnn[plot]'``). For a confusion
+The plots use matplotlib, installed with the package. For a confusion
 matrix, use :meth:`sklearn.metrics.ConfusionMatrixDisplay.from_estimator`, which
 works on the classifier and on a Pipeline ending in one.
 """
 
-from ._layer_trace import LayerRow, LayerTrace, layer_trace
-from ._plot import plot_history, plot_predictions
+from .. import _lazy
 
 __all__ = ["LayerRow", "LayerTrace", "layer_trace", "plot_history", "plot_predictions"]
+
+__getattr__, __dir__ = _lazy.attach(
+    __name__,
+    attributes={
+        "_layer_trace": ["LayerRow", "LayerTrace", "layer_trace"],
+        "_plot": ["plot_history", "plot_predictions"],
+    },
+)

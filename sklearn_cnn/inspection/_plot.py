@@ -16,7 +16,7 @@ def _pyplot(function_name: str):
     except ImportError as error:
         raise ImportError(
             f"{function_name} needs matplotlib, which is not installed. Install it "
-            "with: pip install 'sklearn-cnn[plot]'"
+            "with: pip install matplotlib"
         ) from error
     return plt
 

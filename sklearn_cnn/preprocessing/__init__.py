@@ -5,8 +5,15 @@ return the layout they were given. Unlike the augmenters of
 :mod:`sklearn_cnn.augmentation`, they transform training and test images alike.
 """
 
-from ._base import BaseImageTransformer
-from ._resizing import ImageResizer
-from ._scaling import ImageScaler, ImageStandardizer
+from .. import _lazy
 
 __all__ = ["BaseImageTransformer", "ImageResizer", "ImageScaler", "ImageStandardizer"]
+
+__getattr__, __dir__ = _lazy.attach(
+    __name__,
+    attributes={
+        "_base": ["BaseImageTransformer"],
+        "_resizing": ["ImageResizer"],
+        "_scaling": ["ImageScaler", "ImageStandardizer"],
+    },
+)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import secrets
 from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -73,10 +75,106 @@ def derive_seeds(seed: int, n_seeds: int) -> list[int]:
     return [int(child.generate_state(1, dtype=np.uint64)[0] >> 1) for child in children]
 
 
+# Random operations that take a ``generator`` argument, by name: the in-place
+# samplers (whose names nn.init's functions share, with the same argument) and
+# the factory functions. Names, because a method reaches a torch function mode
+# as the C implementation's descriptor, not as ``torch.Tensor.uniform_``.
+_TENSOR_SAMPLERS = (
+    "bernoulli_",
+    "cauchy_",
+    "exponential_",
+    "geometric_",
+    "log_normal_",
+    "normal_",
+    "random_",
+    "uniform_",
+)
+_TORCH_SAMPLERS = (
+    "bernoulli",
+    "multinomial",
+    "normal",
+    "poisson",
+    "rand",
+    "rand_like",
+    "randint",
+    "randint_like",
+    "randn",
+    "randn_like",
+    "randperm",
+)
+# A mode sees only the outermost torch function of a call: nn.init's
+# initializers (kaiming_uniform_ and the others) get the generator themselves.
+_INITIALIZERS = tuple(
+    name
+    for name, function in vars(torch.nn.init).items()
+    if inspect.isfunction(function)
+    and not name.startswith("_")
+    and "generator" in inspect.signature(function).parameters
+)
+_SAMPLERS = frozenset(_TENSOR_SAMPLERS + _TORCH_SAMPLERS + _INITIALIZERS)
+_DROPOUTS = {"dropout": False, "dropout1d": True, "dropout2d": True, "dropout3d": True}
+
+
+class _SeededRandomOps(TorchFunctionMode):
+    """Give every random torch operation in this thread a generator of our own.
+
+    ``torch.manual_seed`` seeds the one generator the whole process shares, so
+    two fits in two threads (Dask's workers, a thread pool) would draw from each
+    other's streams, and a fit would shift the caller's own ``torch.rand`` draws.
+    A torch function mode is local to the thread that enters it: inside it, the
+    samplers that weight initialization and dropout call get a seeded generator
+    on the tensor's device, and the process-wide generator is never touched.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+        self.generators: dict[torch.device, torch.Generator] = {}
+
+    def generator(self, device) -> torch.Generator:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device not in self.generators:
+            self.generators[device] = torch.Generator(device).manual_seed(self.seed)
+        return self.generators[device]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        name = getattr(func, "__name__", None)
+        if name in _SAMPLERS and kwargs.get("generator") is None:
+            kwargs["generator"] = self.generator(_device_of(args, kwargs))
+        elif name in _DROPOUTS:
+            return self.dropout(*args, channelwise=_DROPOUTS[name], **kwargs)
+        return func(*args, **kwargs)
+
+    def dropout(self, input, p=0.5, training=True, inplace=False, *, channelwise):
+        """Inverted dropout with our generator (torch's own has no generator)."""
+        if not training or p == 0:
+            return input
+        if p == 1:
+            return input.mul_(0) if inplace else input * 0
+        shape = input.shape
+        if channelwise:
+            # One draw per (sample, channel), shared by all the pixels of a map.
+            shape = input.shape[:2] + (1,) * (input.dim() - 2)
+        keep = torch.empty(shape, dtype=input.dtype, device=input.device)
+        keep.bernoulli_(1 - p, generator=self.generator(input.device))
+        keep.div_(1 - p)
+        return input.mul_(keep) if inplace else input * keep
+
+
+def _device_of(args, kwargs) -> torch.device:
+    """The device a sampler works on: its tensor's, or the factory's ``device``."""
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            return value.device
+    device = kwargs.get("device")
+    return torch.device(device) if device is not None else torch.get_default_device()
+
+
 @contextlib.contextmanager
-def isolated_torch_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch inside the block and restore the caller's random state after it."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+def seeded_random_ops(seed: int) -> Iterator[None]:
+    """Seed every random torch operation of this thread, and only of this thread."""
+    with _SeededRandomOps(seed):
         yield

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import (
     StrOptions,
 )
 from sklearn.utils.metaestimators import _BaseComposition
+from sklearn.utils.validation import _check_sample_weight
 
 __all__ = [
     "HasMethods",
@@ -19,5 +20,6 @@ __all__ = [
     "InvalidParameterError",
     "StrOptions",
     "_BaseComposition",
+    "_check_sample_weight",
     "_fit_context",
 ]

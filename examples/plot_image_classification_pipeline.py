@@ -1,17 +1,17 @@
 """
-=======================================
-The brief's six-stage image classifier
-=======================================
+================================================
+An image classifier in six stages, end to end
+================================================
 
-The project's brief describes an image classifier in six stages: load 1000
-images of 64x64 pixels with 3 colour channels, scale their pixels from 0-255 to
-0.0-1.0, split them into 800 training and 200 test images, augment the training
-images (flip and rotate), train a convolutional network, and evaluate it.
+A complete image classification workflow in six stages: load 1000 images of
+64x64 pixels with 3 colour channels, scale their pixels from 0-255 to 0.0-1.0,
+split them into 800 training and 200 test images, augment the training images
+(flip and rotate), train a convolutional network, and evaluate it.
 
 This example runs the six stages on the cats and dogs silhouettes that ship with
 the package, then looks inside the trained network layer by layer. To keep it
 quick on a CPU it uses 32x32 images and 3 epochs; ``sklearn-cnn train`` runs the
-same pipeline at the brief's full size from the command line.
+same pipeline on 64x64 images from the command line.
 """
 
 # %%
@@ -84,17 +84,17 @@ print(classification_report(y_test, y_pred))
 # The confusion matrix, with scikit-learn's own display:
 from sklearn.metrics import ConfusionMatrixDisplay
 
-ConfusionMatrixDisplay.from_estimator(model, X_test, y_test, cmap="Blues")
+display = ConfusionMatrixDisplay.from_estimator(model, X_test, y_test, cmap="Blues")
 
 # %%
 # Training curves and predictions
 # -------------------------------
 from sklearn_cnn.inspection import layer_trace, plot_history, plot_predictions
 
-plot_history(model)
+axes = plot_history(model)
 
 # %%
-plot_predictions(model, X_test, y_test, n=12)
+figure = plot_predictions(model, X_test, y_test, n=12)
 
 # %%
 # The prediction trace

@@ -1,0 +1,69 @@
+"""``sklearn-cnn evaluate``: the evaluation stage of ``train`` on a labelled folder."""
+
+from __future__ import annotations
+
+from . import parsing
+from .common import PROGRAM, CommandError, class_counts, stage
+from .models import input_size, load_model, to_channels
+from .report import check_report_folder, evaluate, finish, write_report
+
+
+def add_parser(commands) -> None:
+    """Add ``evaluate`` to the sub-commands ``commands``."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="evaluate a trained model on a labelled image folder",
+        description=(
+            "Accuracy, loss, per-class precision and recall and the confusion matrix "
+            "of a trained model on a folder with one sub-folder of images per class."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model saved by 'train'")
+    parser.add_argument(
+        "data_dir", metavar="DATA_DIR", help="folder with one sub-folder per class"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=parsing.image_size,
+        default=None,
+        metavar="SIZE",
+        help="resize images to SIZE (default: the size the model was trained on)",
+    )
+    parser.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="also write the confusion matrix, a prediction grid and metrics to DIR",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args, started: float) -> int:
+    """Run ``sklearn-cnn evaluate``; ``started`` is the run's ``perf_counter`` start."""
+    import numpy as np
+
+    from sklearn_cnn.datasets import load_image_folder
+
+    if args.report:
+        check_report_folder(args.report)
+    model = load_model(args.model)
+    if np.issubdtype(np.asarray(model.classes_).dtype, np.number):
+        raise CommandError(
+            "the model's classes are numbers, but folder labels are folder names; "
+            f"'{PROGRAM} evaluate' needs a model trained on named classes"
+        )
+    size, channels = input_size(model, args.image_size)
+    data = load_image_folder(args.data_dir, image_size=size, verbose="auto")
+    X, y = to_channels(data.data, channels), data.target
+    height, width = X.shape[1:3]
+    stage(
+        6,
+        f"Evaluation on the {len(X)} images of {args.data_dir}",
+        f"{len(X)} images x {height}x{width} pixels x {X.shape[3]} color channels, "
+        f"{len(data.target_names)} classes ({class_counts(y)})",
+    )
+    metrics = evaluate(model, X, y, what="images")
+    plotted = True
+    if args.report:
+        plotted = write_report(args.report, model, X, y, metrics, history=False)
+    return finish(started, plotted=plotted)

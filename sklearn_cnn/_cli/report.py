@@ -1,0 +1,142 @@
+"""The evaluation stage, shared by ``train`` and ``evaluate``, and the report folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .common import CommandError, indent
+
+PLOTS_SKIPPED = (
+    "Plots skipped: matplotlib is not installed. Install it with "
+    "'pip install matplotlib' and run the command again to get the plots."
+)
+
+
+def finish(started: float, *, plotted: bool = True) -> int:
+    """The last lines: the time of the whole run, then what is left to fix."""
+    print(f"Wall time: {time.perf_counter() - started:.1f} s")
+    if not plotted:
+        print(PLOTS_SKIPPED)
+    return 0
+
+
+def evaluate(model, X, y, *, what: str) -> dict:
+    """Print the evaluation stage's results; return them as a dict."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, log_loss
+
+    classes = model.classes_
+    _check_known_classes(classes, y, what)
+    probabilities = model.predict_proba(X)
+    predicted = classes[np.argmax(probabilities, axis=1)]
+    accuracy = accuracy_score(y, predicted)
+    loss = log_loss(y, probabilities, labels=classes)
+    n_correct = int(np.sum(predicted == y))
+    print(f"      accuracy {accuracy:.3f}, loss {loss:.4f}")
+    print(f"      predicted {n_correct} of {len(y)} {what} correctly")
+    return {
+        "n_images": len(y),
+        "n_correct": n_correct,
+        "accuracy": float(accuracy),
+        "log_loss": float(loss),
+        **_per_class(classes, y, predicted),
+    }
+
+
+def _check_known_classes(classes, y, what: str) -> None:
+    import numpy as np
+
+    unknown = sorted(set(np.unique(y).tolist()) - set(classes.tolist()))
+    if unknown:
+        raise CommandError(
+            f"the {what} have class(es) {', '.join(map(repr, unknown))} that the "
+            f"model was not trained on; it knows {', '.join(map(repr, classes))}"
+        )
+
+
+def _per_class(classes, y, predicted) -> dict:
+    """Print precision, recall and the confusion matrix; return them."""
+    from sklearn.metrics import (
+        classification_report,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
+    report = classification_report(
+        y, predicted, labels=classes, digits=3, zero_division=0
+    )
+    print(indent(report.rstrip()))
+    matrix = confusion_matrix(y, predicted, labels=classes)
+    width = max(len(str(label)) for label in classes) + 2
+    print("      confusion matrix (rows: true class, columns: predicted class)")
+    print("      " + " " * width + "".join(f"{label!s:>{width}}" for label in classes))
+    for label, row in zip(classes, matrix):
+        cells = "".join(f"{count:>{width}}" for count in row)
+        print(f"      {label!s:>{width}}{cells}")
+    precision, recall, _, support = precision_recall_fscore_support(
+        y, predicted, labels=classes, zero_division=0
+    )
+    return {
+        "per_class": {
+            str(label): {"precision": float(p), "recall": float(r), "support": int(s)}
+            for label, p, r, s in zip(classes, precision, recall, support)
+        },
+        "confusion_matrix": matrix.tolist(),
+        "classes": [str(label) for label in classes],
+    }
+
+
+def check_report_folder(folder: str) -> None:
+    """A folder the report can be written to, checked before any work."""
+    path = Path(folder)
+    blocking = next((part for part in (path, *path.parents) if part.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise CommandError(
+            f"--report {folder!r} cannot be written: {str(blocking)!r} is a file, "
+            "not a folder"
+        )
+
+
+def write_report(folder, model, X, y, metrics: dict, *, history: bool) -> bool:
+    """Metrics and plots in ``folder``; False when the plots had to be skipped."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics_path = folder / "metrics.json"
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    written = [metrics_path]
+    try:
+        written += _write_plots(folder, model, X, y, history=history)
+    except ImportError as error:
+        if error.name is None or not error.name.startswith("matplotlib"):
+            raise
+        plotted = False
+    else:
+        plotted = True
+    print("Report: " + ", ".join(str(path) for path in written))
+    return plotted
+
+
+def _write_plots(folder: Path, model, X, y, *, history: bool) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    from sklearn_cnn.inspection import plot_history, plot_predictions
+
+    figures = {}
+    if history:
+        figures["training_curves.png"] = plot_history(model)[0].figure
+    display = ConfusionMatrixDisplay.from_estimator(model, X, y, cmap="Blues")
+    display.ax_.set_title("Confusion matrix")
+    figures["confusion_matrix.png"] = display.figure_
+    figures["predictions.png"] = plot_predictions(model, X, y, n=16)
+    written = []
+    for name, figure in figures.items():
+        figure.savefig(folder / name, dpi=100)
+        plt.close(figure)
+        written.append(folder / name)
+    return written

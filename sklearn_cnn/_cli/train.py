@@ -1,0 +1,431 @@
+"""``sklearn-cnn train``: the six stages, a prediction trace, the model file, a report.
+
+Every stage is a function of its own, called in order by :func:`run`. A flag that
+sets a parameter of the classifier stores its value under ``cnn__<parameter>``
+(see :func:`_add_classifier_options`), and :func:`_training_stage` hands every
+such value to the pipeline's ``set_params``: a new classifier flag is one
+``add_argument`` call and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from . import parsing
+from .common import CommandError, class_counts, indent, shape, stage
+from .models import FORMATS, SUFFIXES, check_output_path, save_model
+from .report import check_report_folder, evaluate, finish, write_report
+
+DEFAULT_REPORT_DIR = "sklearn_cnn_report"
+DEFAULT_MODEL_STEM = "sklearn_cnn_model"
+EMBEDDED_IMAGES = 2000
+# The classifier's name in the pipeline, and so the prefix of its parameters.
+CLASSIFIER = "cnn"
+
+
+# -- the parser ----------------------------------------------------------------------
+def add_parser(commands) -> None:
+    """Add ``train`` to the sub-commands ``commands``."""
+    parser = commands.add_parser(
+        "train",
+        help="train a classifier and report on it",
+        description=(
+            "Train an image classifier in six stages: load the images, scale their "
+            "pixels, hold out test images, set up random augmentation, train a "
+            "convolutional network and evaluate it on the test images. Then trace "
+            "one prediction layer by layer, save the fitted pipeline and write "
+            "plots to a report folder."
+        ),
+    )
+    _add_data_options(parser)
+    _add_augmentation_options(parser)
+    _add_classifier_options(parser)
+    _add_output_options(parser)
+    parser.set_defaults(run=run)
+
+
+def _add_data_options(parser) -> None:
+    parser.add_argument(
+        "data_dir",
+        nargs="?",
+        metavar="DATA_DIR",
+        help=(
+            "folder with one sub-folder of images per class; default: the embedded "
+            "cats and dogs silhouettes"
+        ),
+    )
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--image-size",
+        type=parsing.image_size,
+        default=(64, 64),
+        metavar="SIZE",
+        help="resize images to SIZE, such as 64 or 64x48 (default: 64)",
+    )
+    group.add_argument(
+        "--n-samples",
+        type=parsing.positive_int,
+        default=None,
+        metavar="N",
+        help=(
+            "use N images, a stratified random subset (default: 1000 of the embedded "
+            "data, all images of a folder)"
+        ),
+    )
+    group.add_argument(
+        "--test-size",
+        type=parsing.share_or_count,
+        default=0.2,
+        metavar="SHARE",
+        help="share (0.2) or number (200) of images held out for testing "
+        "(default: 0.2)",
+    )
+    group.add_argument(
+        "--seed",
+        type=parsing.seed,
+        default=0,
+        help="random seed of every stage (default: 0)",
+    )
+
+
+def _add_augmentation_options(parser) -> None:
+    group = parser.add_argument_group("augmentation")
+    group.add_argument(
+        "--augment",
+        type=parsing.augmentations,
+        default=parsing.AUGMENTATIONS,
+        metavar="LIST",
+        help="train-time augmentations: flip, rotate, both (flip,rotate; the default) "
+        "or none",
+    )
+    group.add_argument(
+        "--rotation",
+        type=parsing.degrees,
+        default=15.0,
+        metavar="DEGREES",
+        help="largest random rotation either way (default: 15)",
+    )
+
+
+def _add_classifier_options(parser) -> None:
+    """Flags passed to the classifier: ``dest`` is ``cnn__`` + its parameter.
+
+    A flag not given is absent (``argparse.SUPPRESS``), so the classifier's own
+    default applies: the command and ``CNNImageClassifier()`` train alike.
+    """
+    group = parser.add_argument_group(
+        "network and training", argument_default=argparse.SUPPRESS
+    )
+    group.add_argument(
+        "--filters",
+        dest=f"{CLASSIFIER}__filters",
+        type=parsing.filters,
+        metavar="LIST",
+        help="convolution filters per block, such as 16,32,64 (default: the "
+        "classifier's)",
+    )
+    group.add_argument(
+        "--dense-units",
+        dest=f"{CLASSIFIER}__dense_units",
+        type=parsing.positive_int,
+        metavar="N",
+        help="units of the hidden dense layer (default: the classifier's)",
+    )
+    group.add_argument(
+        "--epochs",
+        dest=f"{CLASSIFIER}__epochs",
+        type=parsing.positive_int,
+        metavar="N",
+        help="training epochs (default: the classifier's)",
+    )
+    group.add_argument(
+        "--batch-size",
+        dest=f"{CLASSIFIER}__batch_size",
+        type=parsing.positive_int,
+        metavar="N",
+        help="images per training step (default: the classifier's)",
+    )
+    group.add_argument(
+        "--lr",
+        dest=f"{CLASSIFIER}__lr",
+        type=parsing.positive_float,
+        metavar="RATE",
+        help="learning rate (default: the classifier's)",
+    )
+    group.add_argument(
+        "--device",
+        dest=f"{CLASSIFIER}__device",
+        default="auto",
+        metavar="DEVICE",
+        help="cpu, cuda, cuda:1... or auto: CUDA when available (default: auto)",
+    )
+
+
+def _add_output_options(parser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--output",
+        "-o",
+        metavar="PATH",
+        default=None,
+        help=(
+            "where to save the fitted pipeline, exactly this path "
+            f"(default: {DEFAULT_MODEL_STEM}{SUFFIXES[FORMATS[0]]})"
+        ),
+    )
+    group.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=FORMATS[0],
+        help=(
+            f"how to save the model (default: {FORMATS[0]}); safetensors files load "
+            "without running code, pickle files can run code when loaded: load "
+            "them only from sources you trust"
+        ),
+    )
+    group.add_argument(
+        "--report",
+        metavar="DIR",
+        default=DEFAULT_REPORT_DIR,
+        help=(
+            "folder for the plots and metrics; an empty string writes none "
+            f"(default: {DEFAULT_REPORT_DIR})"
+        ),
+    )
+
+
+def _classifier_parameters(args) -> dict:
+    """``{"cnn__epochs": 5, ...}``: the classifier flags, as Pipeline parameters."""
+    prefix = f"{CLASSIFIER}__"
+    return {key: value for key, value in vars(args).items() if key.startswith(prefix)}
+
+
+# -- the command ---------------------------------------------------------------------
+def run(args, started: float) -> int:
+    """Run ``sklearn-cnn train``; ``started`` is the run's ``perf_counter`` start."""
+    output = _check_options(args)
+    X, y, origin = _load_data(args)
+    # Split before anything is printed: a --test-size that does not fit the data
+    # is an error in the options, reported before any stage.
+    X_train, X_test, y_train, y_test = _split(X, y, args)
+    _data_stage(X, y, origin)
+    _preprocessing_stage(X)
+    _split_stage(X_train, X_test, args.seed)
+    augmenter = _augmentation_stage(args)
+    model = _training_stage(args, augmenter, X_train, y_train)
+    metrics = _evaluation_stage(model, X_test, y_test)
+    _print_prediction_trace(model, X_test[0], y_test[0])
+    save_model(model, output, args.format)
+    print(f"Saved the fitted pipeline to {output} ({args.format})")
+    plotted = True
+    if args.report:
+        metrics["history"] = model[-1].history_
+        plotted = write_report(
+            args.report, model, X_test, y_test, metrics, history=True
+        )
+    return finish(started, plotted=plotted)
+
+
+def _check_options(args) -> Path:
+    """The errors that the options alone show, found before any work is done."""
+    output = Path(args.output or DEFAULT_MODEL_STEM + SUFFIXES[args.format])
+    check_output_path(output)
+    if args.report:
+        check_report_folder(args.report)
+    if args.data_dir is None and (args.n_samples or 0) > EMBEDDED_IMAGES:
+        raise CommandError(
+            f"--n-samples {args.n_samples} is more than the {EMBEDDED_IMAGES} "
+            "images of the embedded data set"
+        )
+    _check_device(vars(args)[f"{CLASSIFIER}__device"])
+    return output
+
+
+def _check_device(name: str) -> None:
+    """A device that this machine has; a sentence saying what to use if not."""
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise CommandError(
+            f"--device {name!r} is not a device name; use cpu, cuda, cuda:N (the "
+            "N-th GPU), mps or auto"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise CommandError(
+                f"--device {name}: PyTorch finds no CUDA GPU on this machine; use "
+                "--device cpu, or --device auto to use a GPU when there is one"
+            )
+        if device.index is not None and device.index >= count:
+            raise CommandError(
+                f"--device {name}: this machine has {count} CUDA GPU(s), numbered "
+                f"from 0 to {count - 1}"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise CommandError(
+            f"--device {name}: Apple's MPS is not available on this machine; use "
+            "--device cpu or --device auto"
+        )
+
+
+def _load_data(args):
+    """Images, labels and where they came from; the stage is printed later."""
+    from sklearn.model_selection import train_test_split
+
+    from sklearn_cnn.datasets import load_cats_dogs, load_image_folder
+
+    if args.data_dir is None:
+        data = load_cats_dogs(
+            image_size=args.image_size,
+            n_samples=args.n_samples or 1000,
+            random_state=args.seed,
+        )
+        origin = "the embedded cats and dogs silhouettes (Animal-MNIST, MIT License)"
+        return data.data, data.target, origin
+    data = load_image_folder(args.data_dir, image_size=args.image_size, verbose="auto")
+    X, y = data.data, data.target
+    if args.n_samples is not None and args.n_samples < len(X):
+        X, _, y, _ = train_test_split(
+            X, y, train_size=args.n_samples, stratify=y, random_state=args.seed
+        )
+    return X, y, f"folder {args.data_dir}"
+
+
+def _split(X, y, args):
+    """``X_train, X_test, y_train, y_test``, stratified."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(
+            X, y, test_size=args.test_size, stratify=y, random_state=args.seed
+        )
+    except ValueError as error:
+        raise CommandError(
+            f"cannot hold out --test-size {args.test_size} of {len(X)} images: {error}"
+        ) from None
+
+
+def _data_stage(X, y, origin: str) -> None:
+    import numpy as np
+
+    height, width, channels = X.shape[1:]
+    stage(
+        1,
+        "Data loading",
+        f"{len(X)} images x {height}x{width} pixels x {channels} color channels, "
+        f"{len(np.unique(y))} classes ({class_counts(y)})",
+        f"from {origin}",
+        f"X {shape(X)}, pixels {X.min()}-{X.max()}; y {shape(y)}",
+    )
+
+
+def _preprocessing_stage(X) -> None:
+    """The pipeline's first step, shown on a few images."""
+    from sklearn_cnn.preprocessing import ImageScaler
+
+    sample = ImageScaler().fit_transform(X[:16])
+    stage(
+        2,
+        "Preprocessing",
+        "pixels 0-255 -> 0.0-1.0 (ImageScaler, the pipeline's first step): "
+        f"{X.dtype} -> {sample.dtype}, "
+        f"range {sample.min():.1f}-{sample.max():.1f}",
+    )
+
+
+def _split_stage(X_train, X_test, seed: int) -> None:
+    stage(
+        3,
+        "Train/test split",
+        f"{len(X_train)} training, {len(X_test)} testing (stratified, seed {seed})",
+        f"X_train {shape(X_train)}, X_test {shape(X_test)}",
+    )
+
+
+def _augmentation_stage(args):
+    """The augmenter of the ``--augment`` list, or None."""
+    from sklearn_cnn.augmentation import (
+        RandomAugment,
+        RandomHorizontalFlip,
+        RandomRotation,
+    )
+
+    steps, words = [], []
+    if "flip" in args.augment:
+        steps.append(("flip", RandomHorizontalFlip()))
+        words.append("random horizontal flip")
+    if "rotate" in args.augment and args.rotation > 0:
+        steps.append(("rotate", RandomRotation(degrees=args.rotation)))
+        words.append(f"random rotation up to {args.rotation:g} degrees either way")
+    if not steps:
+        stage(4, "Augmentation", "none")
+        return None
+    stage(
+        4,
+        "Augmentation",
+        ", ".join(words) + ", drawn afresh for every training batch in every epoch",
+    )
+    return RandomAugment(steps=steps, random_state=args.seed)
+
+
+def _training_stage(args, augmenter, X_train, y_train):
+    """The fitted pipeline: scaler, augmenter (if any) and classifier."""
+    import numpy as np
+    from sklearn.pipeline import Pipeline
+
+    from sklearn_cnn import CNNImageClassifier
+    from sklearn_cnn.preprocessing import ImageScaler
+
+    classifier = CNNImageClassifier(random_state=args.seed, verbose=1)
+    steps = [("scale", ImageScaler()), ("augment", augmenter), (CLASSIFIER, classifier)]
+    model = Pipeline([step for step in steps if step[1] is not None])
+    model.set_params(**_classifier_parameters(args))
+    stage(
+        5,
+        "Training",
+        _describe_network(classifier, n_classes=len(np.unique(y_train))),
+        _describe_training(classifier),
+    )
+    start = time.perf_counter()
+    model.fit(X_train, y_train)
+    print(
+        f"      trained {classifier.n_iter_} epochs on {classifier.device_} in "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+    return model
+
+
+def _describe_network(classifier, *, n_classes: int) -> str:
+    layers = [f"conv {n}" for n in classifier.filters]
+    if classifier.dense_units:
+        layers.append(f"dense {classifier.dense_units}")
+    layers.append(f"softmax over {n_classes} classes")
+    return "CNN: " + " -> ".join(layers)
+
+
+def _describe_training(classifier) -> str:
+    decay = " with cosine decay" if classifier.lr_schedule == "cosine" else ""
+    return (
+        f"{classifier.epochs} epochs, batch size {classifier.batch_size}, learning "
+        f"rate {classifier.lr:g}{decay}, device {classifier.device}"
+    )
+
+
+def _evaluation_stage(model, X_test, y_test) -> dict:
+    stage(6, f"Evaluation on the {len(X_test)} test images")
+    return evaluate(model, X_test, y_test, what="test images")
+
+
+def _print_prediction_trace(model, image, label) -> None:
+    from sklearn_cnn.inspection import layer_trace
+
+    print(f"\nPrediction trace of test image 0 (true label: {label})")
+    print(indent(str(layer_trace(model, image))))
+    print()
