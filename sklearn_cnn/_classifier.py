@@ -41,7 +41,7 @@ from ._training import (
     cosine_schedule,
     predict_logits,
 )
-from .augmentation._images import AugmentedImages, warn_augmentation_lost
+from .augmentation._images import AugmentedImages
 from .utils._runtime import (
     derive_seeds,
     resolve_device,
@@ -57,7 +57,7 @@ from .utils._sklearn_private import (
     _check_sample_weight,
     _fit_context,
 )
-from .utils._validation import validate_images
+from .utils._validation import IMAGE_SHAPE_CONSTRAINT, validate_images
 
 _OPTIMIZERS = {
     "adam": (torch.optim.Adam, {}),
@@ -300,7 +300,7 @@ default='adam'
         "precision": [StrOptions({"auto", "float32", "bfloat16"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
-        "image_shape": [tuple, list, None],
+        "image_shape": IMAGE_SHAPE_CONSTRAINT,
         "checkpoint": [str, os.PathLike, None],
     }
 
@@ -630,16 +630,10 @@ default='adam'
         epoch instead of using the one draw it holds.
         """
         augmenters, post_steps, source = [], [], None
-        if isinstance(X, AugmentedImages):
-            if X.has_recipe:
-                augmenters += X.augmenters
-                post_steps += X.post_steps
-                source = X
-            else:
-                warn_augmentation_lost(
-                    "CNNImageClassifier received images derived from an "
-                    "augmenter's output by an operation outside sklearn_cnn."
-                )
+        if isinstance(X, AugmentedImages) and X.has_recipe:
+            augmenters += X.augmenters
+            post_steps += X.post_steps
+            source = X
         if self.augment is not None:
             if post_steps:
                 raise ValueError(

@@ -1,6 +1,7 @@
 """Tests of the random train-time augmenters in sklearn_cnn.augmentation."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -10,8 +11,10 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
 
 from sklearn_cnn.augmentation import (
+    AugmentationLostWarning,
     AugmentedImages,
     ColorJitter,
     GaussianNoise,
@@ -26,6 +29,12 @@ from sklearn_cnn.augmentation import (
 )
 from sklearn_cnn.preprocessing import ImageScaler
 from sklearn_cnn.utils._sklearn_private import InvalidParameterError
+
+# These tests look at one augmentation on purpose, with numpy: that turns it
+# into a plain array, which warns (see test_augmentation_pipeline.py).
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn_cnn.augmentation.AugmentationLostWarning"
+)
 
 RNG = np.random.default_rng(0)
 IMAGES_NHWC = RNG.integers(0, 256, size=(8, 8, 8, 3), dtype=np.uint8)
@@ -345,7 +354,9 @@ def test_random_augment_degrees_are_searchable_in_a_pipeline():
         ]
     )
     search = GridSearchCV(pipeline, {"augment__degrees": [0, 15]}, cv=2)
-    search.fit(X, y)
+    # A model outside sklearn_cnn trains on one draw, and is told so.
+    with pytest.warns(AugmentationLostWarning, match="check_array"):
+        search.fit(X, y)
     assert search.best_params_["augment__degrees"] in (0, 15)
 
 
@@ -432,6 +443,69 @@ def test_transform_checks_the_image_shape():
     augment = RandomAugment().fit(IMAGES_NHWC)
     with pytest.raises(ValueError, match=r"fitted on images of shape"):
         augment.transform(np.zeros((2, 10, 10, 3), dtype=np.uint8))
+
+
+# The image-layout contract and set_output ------------------------------------------
+
+
+@pytest.mark.parametrize("augmenter", AUGMENTERS, ids=_name)
+def test_flattened_colour_images_are_augmented_as_images(augmenter):
+    n = len(IMAGES_NHWC)
+    augmenter = clone(augmenter).set_params(random_state=0)
+    expected = augmenter.fit_transform(IMAGES_NHWC).to_numpy().reshape(n, -1)
+    flat = clone(augmenter).set_params(image_shape=(8, 8, 3))
+    X_flat = flat.fit_transform(IMAGES_NHWC.reshape(n, -1))
+    np.testing.assert_array_equal(X_flat.to_numpy(), expected)
+    assert flat.image_shape_ == (8, 8, 3)
+
+
+def test_horizontal_flip_of_flattened_rows_flips_pixels_not_channels():
+    X_flat = IMAGES_NHWC.reshape(len(IMAGES_NHWC), -1)
+    flip = RandomHorizontalFlip(p=1.0, image_shape=(8, 8, 3))
+    np.testing.assert_array_equal(
+        flip.fit_transform(X_flat).to_numpy(),
+        IMAGES_NHWC[:, :, ::-1].reshape(len(X_flat), -1),
+    )
+
+
+@pytest.mark.parametrize("augmenter", AUGMENTERS, ids=_name)
+def test_augmenters_are_not_tagged_non_deterministic(augmenter):
+    # They are deterministic given random_state; tests/test_common.py lists the
+    # checks they fail by design instead.
+    assert get_tags(augmenter).non_deterministic is False
+
+
+@pytest.mark.parametrize("augmenter", AUGMENTERS, ids=_name)
+def test_set_output_pandas(augmenter):
+    X = pd.DataFrame(
+        IMAGES_NHWC[..., 0].reshape(8, -1),
+        columns=[f"pixel{i}" for i in range(64)],
+    )
+    augmenter = clone(augmenter).set_output(transform="pandas")
+    X_augmented = augmenter.fit_transform(X)
+    # Still the container the classifier redraws from, with the column names.
+    assert isinstance(X_augmented, AugmentedImages)
+    assert list(X_augmented.feature_names) == list(X.columns)
+    X_transformed = augmenter.transform(X)
+    assert isinstance(X_transformed, pd.DataFrame)
+    pd.testing.assert_frame_equal(X_transformed, X)
+    # Batches of images stay arrays: a table holds two dimensions.
+    images = IMAGES_NHWC[..., 0]
+    assert isinstance(augmenter.fit(images).transform(images), np.ndarray)
+
+
+def test_transform_keeps_augmented_images_as_they_are():
+    X_augmented = RandomHorizontalFlip(random_state=0).fit_transform(IMAGES_NHWC)
+    rotate = RandomRotation().fit(IMAGES_NHWC)
+    assert rotate.transform(X_augmented) is X_augmented
+
+
+def test_an_augmenter_after_a_transformer_after_an_augmenter_warns():
+    X = RandomHorizontalFlip(random_state=0).fit_transform(IMAGES_NHWC)
+    X = ImageScaler().fit_transform(X)
+    with pytest.warns(AugmentationLostWarning, match="with ImageScaler in between"):
+        X_augmented = RandomRotation(random_state=0).fit_transform(X)
+    assert X_augmented.has_recipe and not X_augmented.post_steps
 
 
 # Property-based ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from conftest import FAST, make_images
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from sklearn_cnn import CNNImageClassifier
 from sklearn_cnn.augmentation import (
@@ -20,6 +20,11 @@ from sklearn_cnn.augmentation import (
     RandomRotation,
 )
 from sklearn_cnn.preprocessing import ImageScaler, ImageStandardizer
+
+# sklearn_cnn-only pipelines keep per-epoch augmentation: any warning is a bug.
+NOTHING_LOST = pytest.mark.filterwarnings(
+    "error::sklearn_cnn.augmentation.AugmentationLostWarning"
+)
 
 
 class RecordingNet(torch.nn.Module):
@@ -63,6 +68,7 @@ def training_epochs(clf):
     return [x for training, x in recorded(clf) if training]
 
 
+@NOTHING_LOST
 def test_every_epoch_trains_on_a_fresh_augmentation(data):
     X, y = data
     pipe = pipeline(RandomAugment(degrees=30, random_state=0)).fit(X, y)
@@ -105,9 +111,10 @@ def test_fit_transform_alone_returns_one_augmentation_transform_returns_x(data):
     X, _ = data
     augment = RandomHorizontalFlip(p=1.0)
     X_aug = augment.fit_transform(X)
-    assert isinstance(X_aug, np.ndarray)
-    assert X_aug.shape == X.shape and X_aug.dtype == X.dtype
-    np.testing.assert_array_equal(X_aug, X[:, :, ::-1])
+    assert isinstance(X_aug, AugmentedImages)
+    assert X_aug.shape == X.shape and X_aug.dtype == X.dtype and len(X_aug) == len(X)
+    assert isinstance(X_aug.to_numpy(), np.ndarray)
+    np.testing.assert_array_equal(X_aug.to_numpy(), X[:, :, ::-1])
     np.testing.assert_array_equal(augment.transform(X), X)
 
 
@@ -128,6 +135,7 @@ def test_augment_parameter_takes_the_same_objects(data):
     )
 
 
+@NOTHING_LOST
 def test_only_training_folds_are_augmented_and_parameters_are_searchable(data):
     X, y = data
     pipe = Pipeline(
@@ -160,6 +168,7 @@ def test_only_training_folds_are_augmented_and_parameters_are_searchable(data):
     assert seen_at_test_time and all(seen_at_test_time)
 
 
+@NOTHING_LOST
 def test_fixed_random_state_reproduces_the_whole_fit(data):
     X, y = data
     make = lambda: pipeline(  # noqa: E731
@@ -170,6 +179,7 @@ def test_fixed_random_state_reproduces_the_whole_fit(data):
     np.testing.assert_array_equal(a, b)
 
 
+@NOTHING_LOST
 def test_pipeline_memory_cache_hit_keeps_per_epoch_augmentation(data, tmp_path):
     X, y = data
 
@@ -265,4 +275,126 @@ def test_augmented_images_survive_clone_and_pickle(data):
     restored = pickle.loads(pickle.dumps(X_aug))
     assert restored.has_recipe
     np.testing.assert_array_equal(restored.source, X)
-    assert not (X_aug + 0).has_recipe  # derived arrays forget the recipe
+    np.testing.assert_array_equal(restored.to_numpy(), X_aug.to_numpy())
+    with pytest.warns(AugmentationLostWarning, match="numpy's add"):
+        derived = X_aug + 0
+    assert type(derived) is np.ndarray  # derived arrays forget the recipe
+
+
+# A foreign step after an augmenter is never silent ---------------------------------
+
+
+def _flat(X):
+    return X.reshape(len(X), -1)
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        FunctionTransformer(np.asarray),
+        FunctionTransformer(lambda images: images / 255.0),
+        FunctionTransformer(validate=True),  # check_array
+        StandardScaler(),  # validate_data
+    ],
+    ids=["np.asarray", "arithmetic", "check_array", "StandardScaler"],
+)
+def test_a_foreign_step_warns_when_the_augmented_images_become_an_array(data, foreign):
+    X, y = data
+    flip = RandomHorizontalFlip(image_shape=(8, 8, 3), random_state=0)
+    X_augmented = flip.fit_transform(_flat(X))
+    # The moment of the loss, with no classifier involved.
+    with pytest.warns(AugmentationLostWarning, match="Per-epoch augmentation"):
+        X_plain = clone(foreign).fit_transform(X_augmented)
+    assert not isinstance(X_plain, AugmentedImages)
+    pipe = Pipeline(
+        [
+            ("augment", flip),
+            ("foreign", foreign),
+            ("cnn", CNNImageClassifier(**{**FAST, "epochs": 1}, image_shape=(8, 8, 3))),
+        ]
+    )
+    with pytest.warns(AugmentationLostWarning):
+        pipe.fit(_flat(X), y)
+
+
+def test_to_numpy_and_metadata_do_not_warn(data):
+    X, _ = data
+    X_augmented = RandomHorizontalFlip(random_state=0).fit_transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AugmentationLostWarning)
+        assert X_augmented.shape == X.shape and X_augmented.ndim == 4
+        assert np.shape(X_augmented) == X.shape and len(X_augmented) == len(X)
+        assert X_augmented[0].shape == X.shape[1:]  # one image is not a batch
+        X_augmented.to_numpy()
+    with pytest.warns(AugmentationLostWarning):
+        np.asarray(X_augmented)
+    with pytest.warns(AugmentationLostWarning):
+        X_augmented.reshape(len(X), -1)
+
+
+@NOTHING_LOST
+def test_selecting_images_keeps_the_recipe(data):
+    X, y = data
+    X_augmented = RandomRotation(degrees=30, random_state=0).fit_transform(X)
+    rows = np.arange(30)
+    subset = X_augmented[rows]
+    assert isinstance(subset, AugmentedImages) and subset.has_recipe
+    np.testing.assert_array_equal(subset.source, X[rows])
+    np.testing.assert_array_equal(subset.to_numpy(), X_augmented.to_numpy()[rows])
+    # Cross-validation indexes the augmented images: each training fold still
+    # trains on a fresh augmentation in every epoch.
+    clf = CNNImageClassifier(
+        **{**FAST, "module": RecordingNet(), "batch_size": 64, "epochs": 2}
+    )
+    scores = cross_val_score(clf, X_augmented, y, cv=2)
+    assert scores.shape == (2,)
+    clf.fit(X_augmented[rows], y[rows])
+    first, second = (sorted_rows(epoch) for epoch in training_epochs(clf))
+    assert not np.allclose(first, second)
+
+
+# set_output ---------------------------------------------------------------------
+
+
+def _pixel_frame():
+    """40 flattened 8x8 grayscale images as a DataFrame, and their labels."""
+    pd = pytest.importorskip("pandas")
+    X, y = make_images(n_samples=40, channels=1)
+    return pd.DataFrame(_flat(X), columns=[f"pixel{i}" for i in range(64)]), y
+
+
+@NOTHING_LOST
+def test_pipeline_set_output_pandas_fits_and_predicts():
+    X, y = _pixel_frame()
+    pipe = Pipeline(
+        [("s", ImageScaler()), ("cnn", CNNImageClassifier(**FAST, image_shape=(8, 8)))]
+    ).set_output(transform="pandas")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*feature names")
+        pipe.fit(X, y)
+        assert pipe.predict(X).shape == (40,)
+        assert isinstance(pipe[:-1].transform(X), type(X))
+    assert list(pipe[-1].feature_names_in_) == list(X.columns)
+
+
+@NOTHING_LOST
+def test_pipeline_set_output_pandas_keeps_per_epoch_augmentation():
+    X, y = _pixel_frame()
+    clf = CNNImageClassifier(
+        **{**FAST, "module": RecordingNet(in_channels=1), "batch_size": 64},
+        image_shape=(8, 8),
+    )
+    pipe = Pipeline(
+        [
+            ("scale", ImageScaler()),
+            ("augment", RandomRotation(degrees=30, random_state=0)),
+            ("cnn", clf),
+        ]
+    ).set_output(transform="pandas")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*feature names")
+        pipe.fit(X, y)
+        pipe.predict(X)
+    first, second = (sorted_rows(epoch) for epoch in training_epochs(pipe))
+    assert not np.allclose(first, second)
+    assert list(pipe[-1].feature_names_in_) == list(X.columns)

@@ -213,7 +213,7 @@ def test_plot_predictions_titles_images_with_labels(classifier, data):
 
 def test_plots_say_how_to_get_matplotlib(classifier, data, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"pip install 'sklearn-cnn\[plot\]'"):
+    with pytest.raises(ImportError, match=r"pip install matplotlib"):
         plot_history(classifier)
     with pytest.raises(ImportError, match="plot_predictions needs matplotlib"):
         plot_predictions(classifier, *data)

@@ -1,6 +1,7 @@
 """Tests of the deterministic image transformers in sklearn_cnn.preprocessing."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -8,7 +9,14 @@ from hypothesis.extra.numpy import arrays
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from sklearn_cnn.augmentation import AugmentedImages, RandomHorizontalFlip
+from sklearn_cnn import CNNImageClassifier
+from sklearn_cnn.augmentation import (
+    AugmentedImages,
+    RandomAugment,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomRotation,
+)
 from sklearn_cnn.preprocessing import ImageResizer, ImageScaler, ImageStandardizer
 from sklearn_cnn.utils._sklearn_private import InvalidParameterError
 
@@ -281,11 +289,111 @@ def test_resizer_contract(X, size):
     np.testing.assert_array_equal(X, X_before)
 
 
-def test_ambiguous_channel_axis_is_read_as_channels_last():
-    # (3, 5, 3) could be channels first or last; transformers, which have no
-    # image_shape parameter to be told, take the common channels-last reading.
-    X = np.random.default_rng(0).random((4, 3, 5, 3)).astype(np.float32)
-    X[..., 1] += 10
-    standardizer = ImageStandardizer().fit(X)
-    assert standardizer.image_shape_ == (3, 5, 3)
+# The image-layout contract, the same for every estimator ----------------------
+
+# (3, 5, 3): channels first or channels last? Only image_shape can say.
+AMBIGUOUS = np.random.default_rng(0).random((4, 3, 5, 3)).astype(np.float32)
+EVERY_ESTIMATOR = [
+    *TRANSFORMERS,
+    RandomHorizontalFlip(),
+    RandomRotation(),
+    RandomCrop(),
+    RandomAugment(),
+    CNNImageClassifier(epochs=1),
+]
+
+
+def _fit(estimator, X):
+    if isinstance(estimator, CNNImageClassifier):
+        return estimator.fit(X, np.arange(len(X)) % 2)
+    return estimator.fit(X)
+
+
+@pytest.mark.parametrize("estimator", EVERY_ESTIMATOR, ids=lambda e: type(e).__name__)
+def test_ambiguous_channel_axis_gets_the_same_error_everywhere(estimator):
+    name = type(estimator).__name__
+    expected = (
+        "Cannot tell which axis of images of shape (3, 5, 3) holds the channels. "
+        f"State it with {name}(image_shape=(height, width, channels)), for example "
+        "image_shape=(3, 5, 3) for channels-last images or image_shape=(5, 3, 3) "
+        "for channels-first images."
+    )
+    with pytest.raises(ValueError) as error:
+        _fit(clone(estimator), AMBIGUOUS)
+    assert str(error.value) == expected
+
+
+@pytest.mark.parametrize("transformer", TRANSFORMERS, ids=lambda t: type(t).__name__)
+def test_image_shape_says_which_axis_holds_the_channels(transformer):
+    channels_last = _fit(
+        clone(transformer).set_params(image_shape=(3, 5, 3)), AMBIGUOUS
+    )
+    assert channels_last.image_shape_ == (3, 5, 3)
+    channels_first = _fit(
+        clone(transformer).set_params(image_shape=(5, 3, 3)), AMBIGUOUS
+    )
+    assert channels_first.image_shape_ == (5, 3, 3)
+
+
+def test_standardizer_reads_channels_as_image_shape_says():
+    X = AMBIGUOUS.copy()
+    X[..., 1] += 10  # channel 1 of channels-last images
+    standardizer = ImageStandardizer(image_shape=(3, 5, 3)).fit(X)
     assert standardizer.mean_[1] > 10 > standardizer.mean_[0]
+
+
+def test_flattened_colour_images_keep_their_channels():
+    X = IMAGES_NHWC.astype(np.float32)
+    X_flat = X.reshape(len(X), -1)
+    resizer = ImageResizer(size=(4, 6), image_shape=(8, 8, 3))
+    X_resized = resizer.fit_transform(X_flat)
+    assert X_resized.shape == (8, 4 * 6 * 3)
+    expected = ImageResizer(size=(4, 6)).fit_transform(X)
+    np.testing.assert_allclose(X_resized, expected.reshape(8, -1), rtol=1e-6)
+    standardizer = ImageStandardizer(image_shape=(8, 8, 3)).fit(X_flat)
+    np.testing.assert_allclose(standardizer.mean_, X.mean(axis=(0, 1, 2)))
+
+
+@pytest.mark.parametrize("transformer", TRANSFORMERS, ids=lambda t: type(t).__name__)
+def test_image_shape_must_match_flattened_rows(transformer):
+    with pytest.raises(ValueError, match="Pass image_shape that matches"):
+        clone(transformer).set_params(image_shape=(8, 8, 3)).fit(np.zeros((2, 64)))
+
+
+# set_output -------------------------------------------------------------------
+
+
+def _flat_frame():
+    X = IMAGES_NHWC[..., 0].reshape(8, -1).astype(np.float32)
+    return pd.DataFrame(X, columns=[f"pixel{i}" for i in range(X.shape[1])])
+
+
+@pytest.mark.parametrize("transformer", TRANSFORMERS, ids=lambda t: type(t).__name__)
+def test_set_output_pandas_gives_dataframes_of_flattened_images(transformer):
+    X = _flat_frame()
+    transformer = clone(transformer).set_output(transform="pandas")
+    X_out = transformer.fit_transform(X)
+    assert isinstance(X_out, pd.DataFrame)
+    assert list(X_out.columns) == list(transformer.get_feature_names_out())
+    if not isinstance(transformer, ImageResizer):
+        assert list(X_out.columns) == list(X.columns)
+    X_plain = transformer.fit_transform(X.to_numpy())
+    assert isinstance(X_plain, pd.DataFrame)
+    assert X_plain.columns[0] == (
+        "imageresizer0" if isinstance(transformer, ImageResizer) else "x0"
+    )
+
+
+@pytest.mark.parametrize("transformer", TRANSFORMERS, ids=lambda t: type(t).__name__)
+def test_set_output_pandas_passes_image_batches_through(transformer):
+    # A table holds two dimensions: batches of images stay arrays, as documented.
+    transformer = clone(transformer).set_output(transform="pandas")
+    X_out = transformer.fit_transform(IMAGES_NHWC)
+    assert isinstance(X_out, np.ndarray) and X_out.ndim == 4
+
+
+def test_resizer_feature_names_count_the_output_values():
+    resizer = ImageResizer(size=(2, 3)).fit(IMAGES_NHWC)
+    assert len(resizer.get_feature_names_out()) == 2 * 3 * 3
+    with pytest.raises(NotFittedError):
+        ImageResizer().get_feature_names_out()

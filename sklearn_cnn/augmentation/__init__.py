@@ -10,38 +10,23 @@ batch in every epoch, on the training device.
 
 from .. import _lazy
 
-__all__ = [
-    "AugmentationLostWarning",
-    "AugmentedImages",
-    "BaseAugmenter",
-    "ColorJitter",
-    "GaussianNoise",
-    "RandomAugment",
-    "RandomCrop",
-    "RandomErasing",
-    "RandomHorizontalFlip",
-    "RandomResizedCrop",
-    "RandomRotation",
-    "RandomTranslation",
-    "RandomVerticalFlip",
-]
+# The public names, by the private module that defines them.
+_PUBLIC_NAMES = {
+    "_base": ["BaseAugmenter"],
+    "_images": ["AugmentationLostWarning", "AugmentedImages"],
+    "_transforms": [
+        "ColorJitter",
+        "GaussianNoise",
+        "RandomAugment",
+        "RandomCrop",
+        "RandomErasing",
+        "RandomHorizontalFlip",
+        "RandomResizedCrop",
+        "RandomRotation",
+        "RandomTranslation",
+        "RandomVerticalFlip",
+    ],
+}
+__all__ = sorted(name for names in _PUBLIC_NAMES.values() for name in names)
 
-__getattr__, __dir__ = _lazy.attach(
-    __name__,
-    attributes={
-        "_base": ["BaseAugmenter"],
-        "_images": ["AugmentationLostWarning", "AugmentedImages"],
-        "_transforms": [
-            "ColorJitter",
-            "GaussianNoise",
-            "RandomAugment",
-            "RandomCrop",
-            "RandomErasing",
-            "RandomHorizontalFlip",
-            "RandomResizedCrop",
-            "RandomRotation",
-            "RandomTranslation",
-            "RandomVerticalFlip",
-        ],
-    },
-)
+__getattr__, __dir__ = _lazy.attach(__name__, attributes=_PUBLIC_NAMES)

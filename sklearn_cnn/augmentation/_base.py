@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from ..utils._image_steps import ImageStepMixin
 from ..utils._runtime import resolve_seed
 from ..utils._sklearn_private import _fit_context
 from ..utils._tensors import images_to_tensor, tensor_to_images
-from ..utils._validation import validate_images
-from ._images import AugmentedImages
+from ._images import AugmentedImages, warn_augmentation_lost
 
 
-class BaseAugmenter(TransformerMixin, BaseEstimator):
+class BaseAugmenter(ImageStepMixin):
     """Base class for random, train-time image augmenters.
 
     Subclasses implement :meth:`augment_batch`, a batched tensor operation that
@@ -27,6 +26,11 @@ class BaseAugmenter(TransformerMixin, BaseEstimator):
     Inside a Pipeline ending in :class:`~sklearn_cnn.CNNImageClassifier`, the
     classifier draws a fresh augmentation of every batch in every epoch.
     """
+
+    _parameter_constraints: dict = {
+        **ImageStepMixin._parameter_constraints,
+        "random_state": ["random_state"],
+    }
 
     # Augmenters whose output depends on the value range (clamping, noise level)
     # read it from ``value_range``: 255.0 for uint8 pixels, 1.0 for floats.
@@ -71,7 +75,7 @@ class BaseAugmenter(TransformerMixin, BaseEstimator):
         self : object
         """
         self._check_params()
-        validate_images(self, X, reset=True)
+        self._validate_images(X, reset=True)
         return self
 
     def _check_params(self) -> None:
@@ -86,17 +90,22 @@ class BaseAugmenter(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X : ndarray
-            The validated images, not augmented.
+        X : ndarray, DataFrame or AugmentedImages
+            The validated images, not augmented: a DataFrame for flattened
+            images under ``set_output(transform="pandas")``, and ``X`` itself
+            when it is :class:`AugmentedImages`, whose recipe this step keeps.
         """
         check_is_fitted(self)
-        X_nchw, layout = validate_images(self, X, reset=False)
-        return layout.from_nchw(X_nchw)
+        X_nchw, layout = self._validate_images(X, reset=False)
+        if isinstance(X, AugmentedImages):
+            return X
+        return self._output(layout.from_nchw(X_nchw), X)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None, **fit_params):
         """Fit, then return one random augmentation of ``X``.
 
-        The result is an ndarray of the same shape and dtype as ``X``. It also
+        The result holds an array of the same shape and dtype as ``X``, and also
         remembers the un-augmented images, so that
         :class:`~sklearn_cnn.CNNImageClassifier` placed after this augmenter in a
         Pipeline draws a fresh augmentation in every epoch.
@@ -110,34 +119,44 @@ class BaseAugmenter(TransformerMixin, BaseEstimator):
         Returns
         -------
         X_augmented : AugmentedImages of the same shape and dtype as ``X``
+            Whatever ``set_output`` says: flattened images carry the column
+            names it asks for.
         """
-        self.fit(X, y)
-        previous = X if isinstance(X, AugmentedImages) else None
-        X_nchw, layout = validate_images(self, X, reset=False)
+        self._check_params()
+        X_nchw, layout = self._validate_images(X, reset=True)
         value_range = 255.0 if X_nchw.dtype == np.uint8 else 1.0
         generator = torch.Generator().manual_seed(resolve_seed(self.random_state))
         augmented = self.augment_batch(
             images_to_tensor(X_nchw), generator=generator, value_range=value_range
         )
         result = layout.from_nchw(tensor_to_images(augmented, X_nchw.dtype))
-        if previous is not None and previous.has_recipe and not previous.post_steps:
+        feature_names = self._output_feature_names(result)
+        if isinstance(X, AugmentedImages) and not X.post_steps:
             # Two augmenters in a row: both run in every epoch.
-            return AugmentedImages.wrap(
+            return AugmentedImages(
                 result,
-                source=previous.source,
-                source_layout=previous.source_layout,
-                augmenters=(*previous.augmenters, self),
+                source=X.source,
+                source_layout=X.source_layout,
+                augmenters=(*X.augmenters, self),
+                feature_names=feature_names,
             )
-        return AugmentedImages.wrap(
+        if isinstance(X, AugmentedImages):
+            steps = ", ".join(type(step).__name__ for step in X.post_steps)
+            warn_augmentation_lost(
+                f"{type(self).__name__} comes after other augmenters with {steps} "
+                "in between: the classifier redraws only augmenters that follow "
+                "one another, so the earlier ones keep one fixed draw.",
+                stacklevel=4,  # past the _fit_context wrapper, to the caller
+            )
+        return AugmentedImages(
             result,
             source=layout.from_nchw(X_nchw),
             source_layout=layout,
             augmenters=(self,),
+            feature_names=feature_names,
         )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # fit_transform draws a random augmentation; transform is the identity.
-        tags.non_deterministic = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32", "uint8"]
         return tags

@@ -1,99 +1,249 @@
 """Augmented images that remember how they were made.
 
 An augmenter's ``fit_transform`` returns one random augmentation of its input, as
-any transformer would, but as an :class:`AugmentedImages` array that also carries
-the un-augmented images and the augmenters. ``CNNImageClassifier`` recognises it
-and draws a fresh augmentation of every batch in every epoch instead of training
-on that one draw. Any other estimator just sees an ordinary ndarray.
+any transformer would, but inside an :class:`AugmentedImages` container that also
+carries the un-augmented images and the augmenters. ``CNNImageClassifier``
+recognises it and draws a fresh augmentation of every batch in every epoch
+instead of training on that one draw.
+
+The container is deliberately *not* an ndarray subclass: ``np.asarray`` (and so
+scikit-learn's ``check_array``) turns a subclass into a plain array without
+asking it, which would lose the recipe silently. Every way numpy turns the
+container into a plain array (``__array__``, ufuncs and operators, numpy
+functions, ndarray methods) goes through it instead, and warns with
+:class:`AugmentationLostWarning`.
 """
 
 from __future__ import annotations
 
 import warnings
+from numbers import Integral
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.lib.mixins import NDArrayOperatorsMixin
 
-from ..utils._validation import ImageLayout
+if TYPE_CHECKING:
+    from ..utils._validation import ImageLayout
+
+# numpy functions and ndarray attributes that read only metadata: no pixels
+# are lost. (scikit-learn probes ``device`` on everything it validates.)
+_METADATA_FUNCTIONS = frozenset({np.shape, np.ndim, np.size})
+_METADATA_ATTRIBUTES = frozenset({"device", "itemsize", "nbytes"})
 
 
 class AugmentationLostWarning(UserWarning):
     """Per-epoch augmentation could not be kept; training uses one fixed draw."""
 
 
-class AugmentedImages(np.ndarray):
-    """An ndarray holding one random augmentation, plus the recipe to redraw it.
+def warn_augmentation_lost(what: str, stacklevel: int = 3) -> None:
+    warnings.warn(
+        f"{what} Per-epoch augmentation is lost: training uses this one fixed "
+        "augmentation for every epoch. Place the augmenters directly before "
+        "CNNImageClassifier (only sklearn_cnn transformers may sit between), or "
+        "pass them as CNNImageClassifier(augment=...). To look at the augmented "
+        "images without this warning, use AugmentedImages.to_numpy().",
+        AugmentationLostWarning,
+        stacklevel=stacklevel,
+    )
 
-    Attributes
+
+def _selects_rows(key) -> bool:
+    """Whether ``key`` picks whole images (samples), as cross-validation does."""
+    if isinstance(key, tuple) and len(key) == 2 and key[1] is Ellipsis:
+        key = key[0]  # scikit-learn's _safe_indexing writes X[rows, ...]
+    if isinstance(key, slice):
+        return True
+    if isinstance(key, list):
+        key = np.asarray(key)
+    return (
+        isinstance(key, np.ndarray)
+        and key.ndim == 1
+        and (key.dtype == np.bool_ or np.issubdtype(key.dtype, np.integer))
+    )
+
+
+def _of_the_augmented_images(name: str) -> property:
+    """A read-only attribute of the augmented images, read without a warning."""
+    return property(
+        lambda images: getattr(images._augmented, name),
+        doc=f"``{name}`` of the augmented images.",
+    )
+
+
+class AugmentedImages(NDArrayOperatorsMixin):
+    """One random augmentation of a batch of images, plus the recipe to redraw it.
+
+    Returned by the ``fit_transform`` of every augmenter. It has the ``shape``,
+    ``dtype``, ``ndim``, ``size`` and length of the augmented images, and
+    selecting images (``X[rows]``, as cross-validation does) keeps the recipe.
+    Anything that turns it into a plain array (``np.asarray``, arithmetic, numpy
+    functions, ndarray methods, scikit-learn's ``check_array``) gets the one
+    augmentation it holds and warns with :class:`AugmentationLostWarning`, since
+    a model trained on that array sees the same augmentation in every epoch.
+    :meth:`to_numpy` gives the same array without the warning.
+
+    Parameters
     ----------
+    augmented : ndarray
+        The augmented images, in the caller's layout.
     source : ndarray
         The un-augmented images, in the caller's layout.
     source_layout : ImageLayout
         Layout of ``source``.
     augmenters : tuple of augmenters
         Applied in order to every training batch.
-    post_steps : tuple of transformers
+    post_steps : tuple of transformers, default=()
         Deterministic transformers of this package that came after the
         augmenters; applied to every batch after augmentation.
+    feature_names : ndarray of str or None, default=None
+        Column names of flattened images, when the step that made them was set
+        to output DataFrames (``set_output(transform="pandas")``).
+
+    The parameters but ``augmented`` are kept as attributes of the same names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_cnn.augmentation import AugmentedImages, RandomHorizontalFlip
+    >>> X = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4)
+    >>> X_flipped = RandomHorizontalFlip(p=1.0).fit_transform(X)
+    >>> isinstance(X_flipped, AugmentedImages), X_flipped.shape
+    (True, (2, 4, 4))
+    >>> bool((X_flipped.to_numpy() == X[:, :, ::-1]).all())
+    True
     """
 
-    source: np.ndarray | None
-    source_layout: ImageLayout | None
-    augmenters: tuple
-    post_steps: tuple
+    def __init__(
+        self,
+        augmented,
+        *,
+        source,
+        source_layout,
+        augmenters,
+        post_steps=(),
+        feature_names=None,
+    ):
+        self._augmented = np.asarray(augmented)
+        self.source = source
+        self.source_layout: ImageLayout = source_layout
+        self.augmenters = tuple(augmenters)
+        self.post_steps = tuple(post_steps)
+        self.feature_names = feature_names
 
-    @classmethod
-    def wrap(cls, augmented, *, source, source_layout, augmenters, post_steps=()):
-        array = np.asarray(augmented).view(cls)
-        array.source = source
-        array.source_layout = source_layout
-        array.augmenters = tuple(augmenters)
-        array.post_steps = tuple(post_steps)
-        return array
-
-    def __array_finalize__(self, obj):
-        # Anything numpy derives from an AugmentedImages (slices, arithmetic,
-        # ufuncs) no longer matches its recipe: mark it so the classifier can
-        # warn instead of silently training on the wrong images.
-        self.source = None
-        self.source_layout = None
-        self.augmenters = ()
-        self.post_steps = ()
+    # What reads the container without losing its recipe -----------------------
 
     @property
     def has_recipe(self) -> bool:
-        """True when the array still knows how to redraw its augmentation."""
+        """True when the container knows how to redraw its augmentation."""
         return self.source is not None
 
-    def with_post_step(self, transformed, step) -> np.ndarray:
-        """The output of a deterministic ``step`` applied to this array."""
-        if not self.has_recipe:
-            return np.asarray(transformed)
-        return AugmentedImages.wrap(
+    shape = _of_the_augmented_images("shape")
+    dtype = _of_the_augmented_images("dtype")
+    ndim = _of_the_augmented_images("ndim")
+    size = _of_the_augmented_images("size")
+
+    def __len__(self) -> int:
+        return len(self._augmented)
+
+    def __repr__(self) -> str:
+        steps = ", ".join(type(step).__name__ for step in self.augmenters)
+        return (
+            f"AugmentedImages(shape={self.shape}, dtype={self.dtype}, "
+            f"augmenters=({steps}))"
+        )
+
+    def to_numpy(self) -> np.ndarray:
+        """The one augmentation held, as a plain ndarray, without a warning.
+
+        For looking at the images. A model trained on this array sees this same
+        augmentation in every epoch.
+
+        Returns
+        -------
+        ndarray
+            The augmented images, in the caller's layout.
+        """
+        return self._augmented
+
+    def __getitem__(self, key):
+        if _selects_rows(key):
+            # A subset of the images (a fold) keeps the subset of its sources.
+            rows = key[0] if isinstance(key, tuple) else key
+            return AugmentedImages(
+                self._augmented[rows],
+                source=self.source[rows],
+                source_layout=self.source_layout,
+                augmenters=self.augmenters,
+                post_steps=self.post_steps,
+                feature_names=self.feature_names,
+            )
+        if not isinstance(key, Integral):
+            # Pixels or channels of every image: no longer the batch the recipe
+            # redraws. (One image, X[i], is not a training set.)
+            warn_augmentation_lost(
+                "Indexing AugmentedImages other than by images gave a plain array."
+            )
+        return self._augmented[key]
+
+    def with_post_step(self, transformed, step, feature_names=None) -> AugmentedImages:
+        """The output of a deterministic ``step`` applied to these images."""
+        return AugmentedImages(
             transformed,
             source=self.source,
             source_layout=self.source_layout,
             augmenters=self.augmenters,
             post_steps=(*self.post_steps, step),
+            feature_names=feature_names,
         )
 
-    def __reduce__(self):
-        # Keep the recipe through pickling (Pipeline(memory=...) caches, joblib).
-        reconstruct, arguments, state = super().__reduce__()
-        recipe = (self.source, self.source_layout, self.augmenters, self.post_steps)
-        return reconstruct, arguments, (state, recipe)
+    # Everything that turns it into a plain array: warn, then act as the array --
 
-    def __setstate__(self, state):
-        array_state, recipe = state
-        super().__setstate__(array_state)
-        self.source, self.source_layout, self.augmenters, self.post_steps = recipe
+    def __array__(self, dtype=None, copy=None):
+        warn_augmentation_lost(
+            "AugmentedImages was converted to a plain array (np.asarray or "
+            "check_array, as in a transformer outside sklearn_cnn)."
+        )
+        if dtype is not None and dtype != self.dtype:
+            return self._augmented.astype(dtype)
+        return self._augmented.copy() if copy else self._augmented
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        warn_augmentation_lost(
+            f"numpy's {ufunc.__name__} made a plain array of AugmentedImages.",
+            stacklevel=4,
+        )
+        inputs = _plain(inputs)
+        if "out" in kwargs:
+            kwargs["out"] = _plain(kwargs["out"])
+        return getattr(ufunc, method)(*inputs, **kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func not in _METADATA_FUNCTIONS:
+            warn_augmentation_lost(
+                f"numpy's {func.__name__} made a plain array of AugmentedImages."
+            )
+        return func(*_plain(args), **_plain(kwargs))
+
+    def __getattr__(self, name):
+        # Only reached for names the container lacks: ndarray methods and
+        # attributes (reshape, astype, mean, T, ...) act on the augmented images.
+        if name.startswith("_") or not hasattr(np.ndarray, name):
+            raise AttributeError(f"'AugmentedImages' object has no attribute {name!r}")
+        if name in _METADATA_ATTRIBUTES:
+            return getattr(self._augmented, name)
+        warn_augmentation_lost(
+            f"AugmentedImages.{name} acts on a plain array of the augmented images."
+        )
+        return getattr(self._augmented, name)
 
 
-def warn_augmentation_lost(what: str) -> None:
-    warnings.warn(
-        f"{what} Per-epoch augmentation is lost: training uses this one fixed "
-        "augmentation for every epoch. Place the augmenters directly before "
-        "CNNImageClassifier (only sklearn_cnn transformers may sit between), or "
-        "pass them as CNNImageClassifier(augment=...).",
-        AugmentationLostWarning,
-        stacklevel=3,
-    )
+def _plain(value):
+    """``value`` with every AugmentedImages in it (lists, tuples, dicts) unwrapped."""
+    if isinstance(value, AugmentedImages):
+        return value.to_numpy()
+    if isinstance(value, tuple | list):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value

@@ -4,16 +4,33 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ..augmentation._images import AugmentedImages
+from ..utils._image_steps import ImageStepMixin
 from ..utils._sklearn_private import _fit_context
 from ..utils._tensors import images_to_tensor, tensor_to_images
-from ..utils._validation import validate_images
+from ..utils._validation import ImageLayout
 
 
-class BaseImageTransformer(TransformerMixin, BaseEstimator):
+def transform_batch_doc(
+    summary: str, returns: str = "Tensor of the same shape, dtype and device."
+) -> str:
+    """The numpydoc of a subclass's ``transform_batch``."""
+    return f"""{summary}
+
+        Parameters
+        ----------
+        images : Tensor of shape (n_samples, channels, height, width)
+            Floating-point images on any device.
+
+        Returns
+        -------
+        {returns}
+        """
+
+
+class BaseImageTransformer(ImageStepMixin):
     """Base class for deterministic transformers of image batches.
 
     Subclasses implement :meth:`transform_batch` on channels-first float tensors,
@@ -21,8 +38,6 @@ class BaseImageTransformer(TransformerMixin, BaseEstimator):
     after a train-time augmentation (see :class:`AugmentedImages`), and
     :meth:`_fit_images` when they learn something in ``fit``.
     """
-
-    _parameter_constraints: dict = {}
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -40,7 +55,7 @@ class BaseImageTransformer(TransformerMixin, BaseEstimator):
         self : object
             The fitted transformer.
         """
-        X_nchw, _ = validate_images(self, X, reset=True)
+        X_nchw, _ = self._validate_images(X, reset=True)
         self._fit_images(X_nchw)
         return self
 
@@ -65,19 +80,32 @@ class BaseImageTransformer(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_out : ndarray
-            The transformed images in the input's layout.
+        X_out : ndarray, DataFrame or AugmentedImages
+            The transformed images in the input's layout: a DataFrame for
+            flattened images under ``set_output(transform="pandas")``, and
+            :class:`~sklearn_cnn.augmentation.AugmentedImages` when ``X`` was,
+            so that per-epoch augmentation survives this step.
         """
         check_is_fitted(self)
-        X_nchw, layout = validate_images(self, X, reset=False)
+        X_nchw, layout = self._validate_images(X, reset=False)
         with torch.inference_mode():
             transformed = tensor_to_images(
                 self.transform_batch(images_to_tensor(X_nchw)),
                 self._output_dtype(X_nchw.dtype),
             )
-        out_layout = type(layout)(layout.kind, tuple(transformed.shape[1:]))
-        result = out_layout.from_nchw(transformed)
+        result = ImageLayout(layout.kind, tuple(transformed.shape[1:])).from_nchw(
+            transformed
+        )
         if isinstance(X, AugmentedImages):
             # Keep per-epoch augmentation alive through this deterministic step.
-            return X.with_post_step(result, self)
-        return result
+            return X.with_post_step(result, self, self._output_feature_names(result))
+        return self._output(result, X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = [
+            dtype
+            for dtype in ("float64", "float32", "uint8")
+            if self._output_dtype(np.dtype(dtype)) == dtype
+        ]
+        return tags

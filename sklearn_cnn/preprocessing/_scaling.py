@@ -7,8 +7,10 @@ from numbers import Real
 import numpy as np
 import torch
 
+from ..utils._image_steps import IMAGE_ATTRIBUTES_DOC
 from ..utils._sklearn_private import Interval, StrOptions
-from ._base import BaseImageTransformer
+from ..utils._validation import IMAGE_SHAPE_DOC
+from ._base import BaseImageTransformer, transform_batch_doc
 
 # Statistics of the ImageNet training set for RGB pixels in [0, 1], the ones
 # torchvision's pretrained weights expect.
@@ -32,7 +34,7 @@ def _per_channel(values: np.ndarray, images: torch.Tensor) -> torch.Tensor:
 
 
 class ImageScaler(BaseImageTransformer):
-    """Scale pixel values from 0-255 to 0.0-1.0, as float32.
+    __doc__ = f"""Scale pixel values from 0-255 to 0.0-1.0, as float32.
 
     Divides every pixel by ``max_value`` whatever the input dtype, like Keras's
     ``Rescaling(1 / 255)``: a float64 array holding 0-255 pixels is scaled too.
@@ -49,13 +51,11 @@ class ImageScaler(BaseImageTransformer):
     max_value : float, default=255.0
         The pixel value that becomes 1.0: 255 for 8-bit images, 65535 for
         16-bit ones.
+{IMAGE_SHAPE_DOC}
 
     Attributes
     ----------
-    n_features_in_ : int
-        Number of values per image (height * width * channels).
-    image_shape_ : tuple of int
-        ``(height, width, channels)`` of the images seen in ``fit``.
+{IMAGE_ATTRIBUTES_DOC}
 
     See Also
     --------
@@ -72,34 +72,24 @@ class ImageScaler(BaseImageTransformer):
     """
 
     _parameter_constraints: dict = {
+        **BaseImageTransformer._parameter_constraints,
         "max_value": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, max_value=255.0):
+    def __init__(self, max_value=255.0, *, image_shape=None):
         self.max_value = max_value
+        self.image_shape = image_shape
 
     def transform_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Divide a channels-first batch by ``max_value`` (out of place).
-
-        Parameters
-        ----------
-        images : Tensor of shape (n_samples, channels, height, width)
-            Floating-point images on any device.
-
-        Returns
-        -------
-        Tensor of the same shape, dtype and device.
-        """
         return images / self.max_value
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
+    transform_batch.__doc__ = transform_batch_doc(
+        "Divide a channels-first batch by ``max_value`` (out of place)."
+    )
 
 
 class ImageStandardizer(BaseImageTransformer):
-    """Standardize every channel to zero mean and unit variance, as float32.
+    __doc__ = f"""Standardize every channel to zero mean and unit variance, as float32.
 
     ``fit`` learns one mean and one standard deviation per channel from the
     training images (over all images and pixels), so inside a Pipeline or a
@@ -118,6 +108,7 @@ class ImageStandardizer(BaseImageTransformer):
         0.224, 0.225 for RGB pixels in [0, 1]) that pretrained torchvision
         networks expect; it needs 3-channel images. When the images given to
         ``fit`` are uint8, the preset is multiplied by 255 to match them.
+{IMAGE_SHAPE_DOC}
 
     Attributes
     ----------
@@ -126,10 +117,7 @@ class ImageStandardizer(BaseImageTransformer):
     std_ : ndarray of shape (n_channels,)
         Standard deviation of each channel; a channel with no variance gets
         1.0, so that it is centred but not divided by zero.
-    n_features_in_ : int
-        Number of values per image (height * width * channels).
-    image_shape_ : tuple of int
-        ``(height, width, channels)`` of the images seen in ``fit``.
+{IMAGE_ATTRIBUTES_DOC}
 
     See Also
     --------
@@ -150,11 +138,13 @@ class ImageStandardizer(BaseImageTransformer):
     """
 
     _parameter_constraints: dict = {
+        **BaseImageTransformer._parameter_constraints,
         "preset": [StrOptions(set(_PRESETS)), None],
     }
 
-    def __init__(self, preset=None):
+    def __init__(self, preset=None, *, image_shape=None):
         self.preset = preset
+        self.image_shape = image_shape
 
     def _fit_images(self, X_nchw: np.ndarray) -> None:
         n_channels = X_nchw.shape[1]
@@ -189,22 +179,10 @@ class ImageStandardizer(BaseImageTransformer):
         self.std_ = std
 
     def transform_batch(self, images: torch.Tensor) -> torch.Tensor:
-        """Standardize a channels-first batch with ``mean_`` and ``std_``.
-
-        Parameters
-        ----------
-        images : Tensor of shape (n_samples, channels, height, width)
-            Floating-point images on any device.
-
-        Returns
-        -------
-        Tensor of the same shape, dtype and device.
-        """
         return (images - _per_channel(self.mean_, images)) / _per_channel(
             self.std_, images
         )
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float32"]
-        return tags
+    transform_batch.__doc__ = transform_batch_doc(
+        "Standardize a channels-first batch with ``mean_`` and ``std_``."
+    )

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import (
     InvalidParameterError,
     StrOptions,
 )
+from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.metaestimators import _BaseComposition
 from sklearn.utils.validation import _check_sample_weight
 
@@ -22,4 +23,19 @@ __all__ = [
     "_BaseComposition",
     "_check_sample_weight",
     "_fit_context",
+    "output_container",
+    "wrap_in_container",
 ]
+
+
+def output_container(estimator) -> str:
+    """What ``set_output`` (or the global configuration) asks ``transform`` for."""
+    return _get_output_config("transform", estimator)["dense"]
+
+
+def wrap_in_container(estimator, data, original_input):
+    """``data`` as a DataFrame of that container, as scikit-learn's wrapping does."""
+    adapter = ADAPTERS_MANAGER.adapters[output_container(estimator)]
+    return adapter.create_container(
+        data, original_input, columns=estimator.get_feature_names_out
+    )

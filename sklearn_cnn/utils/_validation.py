@@ -12,9 +12,9 @@ Every estimator of the package calls :func:`validate_images`. It accepts
 and returns a channels-first *view* of the data (no copy, dtype unchanged)
 together with an :class:`ImageLayout` that restores the caller's layout.
 
-A 4-D array whose channel axis cannot be told (``(n, 3, 5, 3)``) is an error
-that names ``image_shape`` for estimators that have that parameter (the
-classifier); the transformers, which have not, read it as channels last.
+Every estimator takes the same ``image_shape`` parameter (documented once, in
+:data:`IMAGE_SHAPE_DOC`), so a 4-D array whose channel axis cannot be told
+(``(n, 3, 5, 3)``) gets the same error, naming ``image_shape``, everywhere.
 """
 
 from __future__ import annotations
@@ -25,8 +25,21 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.utils.validation import validate_data
 
+from ..augmentation._images import AugmentedImages
+
 # Channel counts we recognise when guessing which axis holds the channels.
 _CHANNEL_COUNTS = (1, 2, 3, 4)
+
+# The ``image_shape`` parameter, as every estimator of the package declares and
+# documents it (numpydoc, indented for a class docstring).
+IMAGE_SHAPE_CONSTRAINT = [tuple, list, None]
+IMAGE_SHAPE_DOC = """\
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(height, width, channels)`` of the images when
+        ``X`` is 2-D (flattened ``(n, height * width * channels)`` arrays, as
+        from ``X.reshape(n, -1)``), or to say which axis holds the channels of an
+        ambiguous 4-D array. Without it, flattened rows of a square length are
+        taken as square grayscale images, other lengths as a single row."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,7 @@ def _infer_layout(
     X: np.ndarray,
     image_shape: tuple[int, int, int] | None,
     fitted_shape: tuple[int, int, int] | None,
-    can_state_shape: bool = True,
+    estimator_name: str,
 ) -> ImageLayout:
     """Work out the layout of a validated array (ndim already checked)."""
     known = image_shape or fitted_shape
@@ -164,16 +177,28 @@ def _infer_layout(
         return (
             ImageLayout("nhwc", as_nhwc) if d1 == d2 else ImageLayout("nchw", as_nchw)
         )
-    if not can_state_shape:
-        # Estimators without an image_shape parameter read ambiguous arrays in
-        # the most common layout rather than refusing what they cannot be told.
-        return ImageLayout("nhwc", as_nhwc)
     raise ValueError(
         f"Cannot tell which axis of images of shape {X.shape[1:]} holds the "
-        "channels. State it with image_shape=(height, width, channels), for "
-        f"example image_shape={(d1, d2, d3)} for channels-last images or "
-        f"image_shape={(d2, d3, d1)} for channels-first images."
+        f"channels. State it with {estimator_name}(image_shape=(height, width, "
+        f"channels)), for example image_shape={(d1, d2, d3)} for channels-last "
+        f"images or image_shape={(d2, d3, d1)} for channels-first images."
     )
+
+
+def _without_recipe(X):
+    """The images an :class:`AugmentedImages` holds, quietly; anything else as is.
+
+    Estimators of the package read the recipe themselves, so their validation
+    is not the loss of per-epoch augmentation that the container warns about.
+    Feature names travel with it as a DataFrame's columns, for ``validate_data``.
+    """
+    if not isinstance(X, AugmentedImages):
+        return X
+    if X.feature_names is None:
+        return X.to_numpy()
+    import pandas as pd  # only set_output(transform="pandas") gives names
+
+    return pd.DataFrame(X.to_numpy(), columns=X.feature_names, copy=False)
 
 
 def validate_images(
@@ -192,8 +217,9 @@ def validate_images(
         Receives ``n_features_in_``, ``image_shape_`` (height, width, channels)
         and ``feature_names_in_`` when ``reset=True``; its ``image_shape_`` is
         checked when ``reset=False``.
-    X : array-like
-        Images in any supported layout.
+    X : array-like or AugmentedImages
+        Images in any supported layout; an :class:`AugmentedImages` is read as
+        the augmented images it holds, without its conversion warning.
     y : array-like, None or "no_validation"
         Labels, validated together with ``X``; None raises the error
         scikit-learn gives for a missing target of a supervised estimator.
@@ -220,6 +246,7 @@ def validate_images(
         ensure_all_finite=True,
         ensure_min_samples=1,
     )
+    X = _without_recipe(X)
     validate_y = not (isinstance(y, str) and y == "no_validation")
     if validate_y:
         X, y = validate_data(estimator, X, y, reset=reset, **check_params)
@@ -260,7 +287,7 @@ def validate_images(
         X,
         None if not reset else _normalize_image_shape(image_shape),
         fitted_shape,
-        can_state_shape="image_shape" in estimator.get_params(deep=False),
+        type(estimator).__name__,
     )
     if reset:
         estimator.n_features_in_ = math.prod(layout.image_shape)
