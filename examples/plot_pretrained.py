@@ -1,7 +1,7 @@
 """
-=============================================
+==============================================
 Fine-tuning a pretrained network on few labels
-=============================================
+==============================================
 
 A network pretrained on one task learns a new one from far fewer labels than a
 network trained from scratch. With photographs, the pretrained network is one
@@ -55,6 +55,7 @@ pretrain = make_pipeline(
 pretrain.fit(X[task_a], y[task_a])
 weights_file = Path(tempfile.mkdtemp()) / "resnet18_digits_0_4.pt"
 torch.save(pretrain[-1].net_.module_.state_dict(), weights_file)
+print(f"{weights_file.name}: {weights_file.stat().st_size / 2**20:.1f} MiB")
 
 # %%
 # Task B: ten labels of each of the digits 5 to 9
@@ -95,10 +96,8 @@ for name, model in models.items():
 # a logistic regression have no network weight to move and are fitted to
 # convergence, which makes them a strong first try with a few dozen labels;
 # fine-tuning adapts the features themselves, and gains with more labels.
-fig, ax = plt.subplots(figsize=(6, 3))
+figure, ax = plt.subplots(figsize=(6, 3), layout="constrained")
 ax.barh(list(scores), list(scores.values()), color=["0.6", "C0", "C1"])
 ax.set_xlim(0, 1)
 ax.set_xlabel(f"test accuracy on {len(test)} images of the digits 5-9")
-ax.set_title("50 labelled images, resnet18")
-fig.tight_layout()
-plt.show()
+_ = ax.set_title("50 labelled images, resnet18")
