@@ -390,7 +390,8 @@ class _Writer:
         if isinstance(value, BaseEstimator):
             return {"__estimator__": self.describe(value, path)}
         raise _NotDescribable(
-            f"save_model cannot describe {value!r} of type {type(value).__name__}, "
+            f"save_model cannot describe {_short_repr(value)} of type "
+            f"{type(value).__name__}, "
             f"the {where}. {_PICKLE_HINT}"
         )
 
