@@ -105,7 +105,6 @@ class BackboneNetwork(nn.Module):
             nn.Identity() if n_classes is None else nn.Linear(n_features, n_classes)
         )
         self.rgb = rgb
-        self.normalization = normalization
         mean = std = None
         if normalization is not None:
             mean = torch.tensor(normalization.mean, dtype=torch.float32)
@@ -189,17 +188,15 @@ def load_backbone(
             "'resnet18'), 'timm/<name>' or a torch.nn.Module; got "
             f"{backbone!r}."
         )
-    if backbone.startswith(TIMM_PREFIX):
-        resolved = _timm_backbone(backbone[len(TIMM_PREFIX) :], weights, weights_file)
-    else:
-        resolved = _torchvision_backbone(backbone, weights, weights_file)
     if in_channels not in (1, 3):
         raise ValueError(
             f"The {backbone} backbone takes RGB images (3 channels) or grayscale "
             f"ones (1 channel, repeated to 3), but the images have {in_channels} "
             "channels. Convert them to RGB, or use backbone=None."
         )
-    return resolved
+    if backbone.startswith(TIMM_PREFIX):
+        return _timm_backbone(backbone[len(TIMM_PREFIX) :], weights, weights_file)
+    return _torchvision_backbone(backbone, weights, weights_file)
 
 
 # -- torchvision -------------------------------------------------------------------
