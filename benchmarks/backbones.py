@@ -267,7 +267,7 @@ def main(argv=None):
         args.transfer_size, args.pretrain_epochs, args.transfer_epochs = 16, 1, 2
         args.labels, args.seeds = 5, 1
     device = torch.device(args.device)
-    info = machine()
+    info = machine(device)
     print("machine:", json.dumps(info))
     folder = Path(tempfile.mkdtemp())
     os.environ["TORCH_HOME"] = str(folder / "torch")
