@@ -1025,19 +1025,104 @@ default='adam'
 
     def __setstate__(self, state):
         super().__setstate__(state)
+        device = self._available_device()
+        if device != getattr(self, "device_", None):
+            self.device_ = self.net_.device = device
+            self.net_.module_.to(device)
+            self.net_.criterion_.to(device)
+
+    def _available_device(self) -> str | None:
+        """The device trained on if it is available here, else the CPU (warning)."""
         device = getattr(self, "device_", None)
-        if device is not None and device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                warnings.warn(
-                    "This model was trained on CUDA, which is not available here; "
-                    "it was loaded on the CPU.",
-                    UserWarning,
-                    stacklevel=2,
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(
+                "This model was trained on CUDA, which is not available here; "
+                "it was loaded on the CPU.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return "cpu"
+        return device
+
+    def _saved_state(self) -> tuple[dict, dict]:
+        """The parameters and fitted state that :func:`~sklearn_cnn.save_model` saves.
+
+        The network is saved as its architecture and state dicts, and rebuilt
+        from the parameters when loaded. The accelerator is left out: it is a
+        runtime object, and the fitted model predicts without it.
+        """
+        from .utils._saved_state import PICKLE_HINT, fitted_attributes
+
+        for name in ("module", "backbone"):
+            value = getattr(self, name)
+            if value is None or (name == "backbone" and isinstance(value, str)):
+                continue
+            shown = getattr(value, "__qualname__", type(value).__qualname__)
+            raise TypeError(
+                f"save_model cannot save a CNNImageClassifier with a custom network "
+                f"({name}={shown}): it is Python code, which a model file cannot "
+                "hold; load_model only rebuilds the built-in network and backbones "
+                f"given by name. {PICKLE_HINT}"
+            )
+        for name in ("optimizer", "callbacks"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str) and value != []:
+                raise TypeError(
+                    f"save_model cannot save a CNNImageClassifier with {name}="
+                    f"{getattr(value, '__qualname__', value)!r}: a model file holds "
+                    f"the built-in optimizers, by name, and no callbacks. {PICKLE_HINT}"
                 )
-                self.device_ = "cpu"
-                self.net_.device = "cpu"
-                self.net_.module_.to("cpu")
-                self.net_.criterion_.to("cpu")
+        fitted = fitted_attributes(self)
+        net = fitted.pop("net_")
+        fitted["prediction_settings_"] = self.prediction_settings_.to_json()
+        fitted["net_"] = {
+            "architecture": type(net.module_).__name__,
+            "module": net.module_.state_dict(),
+            "criterion": net.criterion_.state_dict(),
+        }
+        return {**self.get_params(deep=False), "accelerator": None}, fitted
+
+    def _load_saved_state(self, fitted: dict, device) -> None:
+        """Set the fitted state read by :func:`~sklearn_cnn.load_model`.
+
+        ``net_`` is rebuilt from the parameters, and the saved weights are loaded
+        into it once their names, shapes and dtypes fit it.
+        """
+        from .utils._saved_state import load_module_state
+
+        self._check_filters()
+        if self.callbacks:
+            raise ValueError("a model file cannot give a CNNImageClassifier callbacks.")
+        fitted = dict(fitted)
+        network = fitted.pop("net_", None)
+        settings = fitted.pop("prediction_settings_", None)
+        missing = {"classes_", "image_shape_", "history_"} - fitted.keys()
+        if not isinstance(network, dict) or not isinstance(settings, dict) or missing:
+            raise ValueError(
+                "the fitted state needs net_, prediction_settings_, classes_, "
+                f"image_shape_ and history_; it lacks {sorted(missing) or 'some'}."
+            )
+        vars(self).update(fitted)
+        settings = PredictionSettings.from_json(settings)
+        if device is None:
+            try:
+                device = torch.device(self._available_device() or "cpu")
+            except RuntimeError as error:
+                raise ValueError(f"unusable device_ ({error}).") from None
+        self._restore_net(device)
+        architecture = type(self.net_.module_).__name__
+        if network.get("architecture") != architecture:
+            raise ValueError(
+                f"the network has architecture {network.get('architecture')!r}, an "
+                f"unknown architecture: the parameters build a {architecture}."
+            )
+        load_module_state(self.net_.module_, network.get("module"), "network")
+        load_module_state(self.net_.criterion_, network.get("criterion"), "loss")
+        for group in self.net_.optimizer_.param_groups:
+            # The optimizer starts afresh, but a learning-rate schedule resumed by
+            # a warm start at the saved epoch needs the base rate it started from.
+            group.setdefault("initial_lr", group["lr"])
+        self.prediction_settings_ = settings
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +35,8 @@ from skorch.callbacks import (
 from skorch.dataset import unpack_data
 from skorch.history import History
 from torch.nn.parameter import is_lazy
+
+from .utils._io import write_atomically
 
 # Keep a whole training set on the GPU when it takes at most this share of free memory.
 _GPU_RESIDENT_FRACTION = 0.25
@@ -406,6 +406,14 @@ class TrainingCheckpoint(Callback):
     The file holds the network's and the optimizer's state and the history, as
     tensors and plain containers: it loads with ``torch.load(weights_only=True)``,
     which runs no code from the file.
+
+    skorch's ``Checkpoint`` and ``LoadInitState`` do not fit: ``Checkpoint``
+    writes the parameters, the optimizer state and the history to separate
+    files, each in place, so an interruption can leave a half-written file or
+    the weights of one epoch beside the optimizer of another; and
+    ``LoadInitState`` restores in ``on_train_begin``, after the estimator has
+    chosen how many epochs to run and which random streams to draw from, which
+    both depend on how many epochs the checkpoint already holds.
     """
 
     def __init__(self, path: Path):
@@ -417,7 +425,7 @@ class TrainingCheckpoint(Callback):
             "optimizer": net.optimizer_.state_dict(),
             "history": _plain_history(net.history),
         }
-        write_atomically(self.path, state)
+        write_atomically(self.path, lambda stream: torch.save(state, stream))
 
     @staticmethod
     def load(path: Path) -> dict:
@@ -454,22 +462,6 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def write_atomically(path: Path, state: dict) -> None:
-    """Write ``state`` so that a failure mid-write keeps the previous file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
 
 
 def cosine_schedule(epochs: int) -> LRScheduler:

@@ -3,7 +3,6 @@
 import hashlib
 import json
 import pickle
-import struct
 import subprocess
 import sys
 import textwrap
@@ -14,13 +13,13 @@ import pytest
 import safetensors.torch
 import torch
 from conftest import make_images
+from safetensors import safe_open
 from sklearn.exceptions import NotFittedError
 from sklearn.pipeline import Pipeline
 
 from sklearn_cnn import CNNImageClassifier, load_model, save_model
 
 FAST = dict(filters=(4,), dense_units=8, epochs=2, batch_size=16, random_state=0)
-PLACEHOLDER = b"sha256:" + b"0" * 64
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +37,25 @@ def model_file(fitted, tmp_path):
 
 
 def read_file(path):
-    """The tensors and the metadata of a model file, parsed independently."""
-    content = path.read_bytes()
-    header_end = 8 + struct.unpack("<Q", content[:8])[0]
-    metadata = json.loads(content[8:header_end])["__metadata__"]
-    return safetensors.torch.load(content), metadata
+    """The tensors and the metadata of a model file, read with safetensors."""
+    with safe_open(path, framework="pt") as file:
+        return {name: file.get_tensor(name) for name in file.keys()}, file.metadata()
 
 
-def seal(content):
-    """Recompute the checksum as docs/persistence.rst describes it."""
-    header_end = 8 + struct.unpack("<Q", content[:8])[0]
-    stored = json.loads(content[8:header_end])["__metadata__"]["checksum"]
-    blank = content.replace(stored.encode(), PLACEHOLDER, 1)
-    checksum = b"sha256:" + hashlib.sha256(blank).hexdigest().encode()
-    return blank.replace(PLACEHOLDER, checksum, 1)
+def file_checksum(path):
+    """The checksum of a model file, computed as docs/persistence.rst describes."""
+    with safe_open(path, framework="pt") as file:
+        metadata = file.metadata()
+        del metadata["checksum"]
+        digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
+        for name in sorted(file.keys()):
+            dtype, shape = (
+                file.get_slice(name).get_dtype(),
+                file.get_slice(name).get_shape(),
+            )
+            digest.update(f"{name} {dtype} {list(shape)}".encode())
+            digest.update(file.get_tensor(name).reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + digest.hexdigest()
 
 
 def rewrite(path, *, tensors=None, metadata=None, model=None):
@@ -65,8 +69,9 @@ def rewrite(path, *, tensors=None, metadata=None, model=None):
         file_metadata["model"] = json.dumps(description)
     if metadata is not None:
         metadata(file_metadata)
-    file_metadata["checksum"] = PLACEHOLDER.decode()
-    path.write_bytes(seal(safetensors.torch.save(file_tensors, file_metadata)))
+    safetensors.torch.save_file(file_tensors, path, file_metadata)
+    file_metadata["checksum"] = file_checksum(path)
+    safetensors.torch.save_file(file_tensors, path, file_metadata)
 
 
 @pytest.fixture
@@ -252,6 +257,50 @@ def test_augment_parameter_round_trips(tmp_path):
     assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
 
+def test_accelerator_is_left_out_and_the_loaded_model_predicts_the_same(tmp_path):
+    accelerate = pytest.importorskip("accelerate")
+    X, y = make_images(n_samples=16)
+    accelerator = accelerate.Accelerator(cpu=True)
+    clf = CNNImageClassifier(**{**FAST, "epochs": 1}, accelerator=accelerator)
+    clf.fit(X, y)
+    loaded = load_model(save_model(clf, tmp_path / "model.safetensors"))
+    assert loaded.accelerator is None
+    assert clf.accelerator is accelerator
+    assert {**loaded.get_params(), "accelerator": accelerator} == clf.get_params()
+    assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_the_file_is_read_once_through_safetensors(fitted, model_file, monkeypatch):
+    clf, X = fitted
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model file was read a second time")
+
+    monkeypatch.setattr(type(model_file), "read_bytes", refuse)
+    monkeypatch.setattr(safetensors.torch, "load", refuse)
+    monkeypatch.setattr(safetensors.torch, "load_file", refuse)
+    loaded = load_model(model_file)
+    assert np.array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
+def test_a_failed_save_keeps_the_previous_file_whole(fitted, tmp_path, monkeypatch):
+    import os
+
+    clf, X = fitted
+    path = tmp_path / "new folder" / "model.safetensors"
+    assert save_model(clf, path) == path  # missing folders are created
+    path.write_bytes(b"the previous file")
+
+    def failing_fsync(*args, **kwargs):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(clf, path)
+    assert path.read_bytes() == b"the previous file"
+    assert os.listdir(path.parent) == [path.name]
+
+
 # -- refusals at save time ------------------------------------------------------------
 
 
@@ -313,7 +362,7 @@ def _rename_class(description):
 
 
 def _rename_architecture(description):
-    description["network"]["architecture"] = "EvilNet"
+    description["fitted"]["net_"]["architecture"] = "EvilNet"
 
 
 def _drop_tensor(tensors):
@@ -361,6 +410,25 @@ def _future_version(metadata):
 def test_altered_files_raise_clear_errors(model_file, edit, match, no_weights_used):
     rewrite(model_file, **edit)
     with pytest.raises(ValueError, match=match):
+        load_model(model_file)
+
+
+def test_tensors_that_do_not_fit_the_rebuilt_network_are_refused(
+    model_file, no_weights_used
+):
+    # The description and the tensor agree (and the checksum is recomputed), but
+    # the network that the parameters build needs another shape.
+    name = "model.net_.module.classifier.2.weight"
+
+    def reshape(tensors):
+        tensors[name] = torch.zeros(3, 8)
+
+    def describe_reshaped(description):
+        module = description["fitted"]["net_"]["module"]
+        module["classifier.2.weight"]["__tensor__"]["shape"] = [3, 8]
+
+    rewrite(model_file, tensors=reshape, model=describe_reshaped)
+    with pytest.raises(ValueError, match="'classifier.2.weight' differ in name, shape"):
         load_model(model_file)
 
 
@@ -416,3 +484,6 @@ def test_lr_schedule_round_trips(tmp_path):
     restored = load_model(tmp_path / "model.safetensors")
     assert restored.get_params()["lr_schedule"] == "cosine"
     np.testing.assert_array_equal(restored.predict_proba(X), clf.predict_proba(X))
+    # A warm start resumes the schedule at the saved epoch, with a fresh optimizer.
+    restored.set_params(warm_start=True, epochs=1).fit(X, y)
+    assert restored.n_iter_ == 3

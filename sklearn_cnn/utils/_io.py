@@ -1,0 +1,50 @@
+"""Writing files atomically: models, training checkpoints and command outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+
+def write_atomically(path, content: bytes | Callable[[BinaryIO], object]) -> Path:
+    """Write a file so that a failure mid-write leaves any previous file whole.
+
+    The data goes to a temporary file next to ``path``, is flushed to disk, and
+    the temporary file then replaces ``path`` in one step (``os.replace``): a
+    reader sees the old file or the new one, never half of one. Missing parent
+    folders are created.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write.
+    content : bytes or callable
+        The bytes to write, or a function that writes them into the binary
+        stream it is given, such as ``lambda stream: torch.save(state, stream)``.
+
+    Returns
+    -------
+    path : pathlib.Path
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            if isinstance(content, bytes):
+                stream.write(content)
+            else:
+                content(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return path
