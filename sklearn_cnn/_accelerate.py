@@ -14,10 +14,11 @@ on a NaN loss lives in ``get_loss``. What differs from the mixin, and why:
 
 * ``get_iterator``: with several processes, training batches come from a
   ``DataLoader`` over a standard shuffled ``BatchSampler``, which
-  ``accelerator.prepare`` shards as for any DataLoader. Validation and
-  prediction run whole on every process (they are cheap next to training, and
-  identical results on every process keep early stopping in step), so nothing
-  is gathered in ``evaluation_step``.
+  ``accelerator.prepare`` shards as for any DataLoader; image files given as
+  ``X`` are decoded batch by batch there, each process opening only the files
+  of its own shard. Validation and prediction run whole on every process
+  (they are cheap next to training, and identical results on every process
+  keep early stopping in step), so nothing is gathered in ``evaluation_step``.
 * ``on_train_end``: the mixin unwraps the modules *before* the callbacks' own
   ``on_train_end``, so early stopping would load the best weights (saved from the
   wrapped module, keys prefixed ``module.``) into the unwrapped one. We unwrap
@@ -34,10 +35,11 @@ on a NaN loss lives in ``get_loss``. What differs from the mixin, and why:
 from __future__ import annotations
 
 import torch
+from accelerate.optimizer import AcceleratedOptimizer
 from skorch.callbacks import LRScheduler
 from skorch.hf import AccelerateMixin
 
-from ._training import ImageData, ImageNeuralNet
+from ._training import ImageData, ImageFiles, ImageNeuralNet
 
 
 class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
@@ -85,6 +87,26 @@ class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
         self._wrapped_with_accelerator = True
         return self
 
+    def _unwrap_accelerator(self):
+        """The mixin's, and the optimizers too, so that the fitted net pickles.
+
+        torch's learning-rate schedulers patch the ``step`` of the optimizer
+        they get, here Accelerate's wrapper (which the accelerator keeps too),
+        with a function pickle cannot find by name. Training wraps the
+        optimizers again, and skorch's ``LRScheduler`` makes its scheduler anew
+        at the start of every training.
+        """
+        wrapped = self._wrapped_with_accelerator
+        super()._unwrap_accelerator()
+        if not wrapped:
+            return
+        for name in self._optimizers:
+            optimizer = getattr(self, name + "_")
+            if isinstance(optimizer, AcceleratedOptimizer):
+                # The accelerator keeps the wrapper: drop the scheduler's patch.
+                vars(optimizer).pop("step", None)
+                setattr(self, name + "_", optimizer.optimizer)
+
     def _initialize_callbacks(self):
         # The mixin's default sink, accelerator.print, prints whatever verbose
         # says (skorch's PrintLog honours verbose only for the print function).
@@ -94,7 +116,7 @@ class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
 
     # -- data ------------------------------------------------------------------
     def get_iterator(self, dataset, training=False):
-        if not isinstance(dataset, ImageData):
+        if not isinstance(dataset, (ImageData, ImageFiles)):
             if training:
                 return super().get_iterator(dataset, training=True)
             # Unsharded, like our own evaluation (see evaluation_step).
@@ -150,17 +172,16 @@ class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
 class _Batches(torch.utils.data.Dataset):
     """Images cut by a whole batch of indices at once (``__getitems__``)."""
 
-    def __init__(self, data: ImageData):
+    def __init__(self, data: ImageData | ImageFiles):
         self.data = data
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitems__(self, indices):
+        # Image files: only the files of this process's batches are decoded.
         index = torch.as_tensor(indices, dtype=torch.long)
-        return self.data.images[index.to(self.data.images.device)], self.data.target(
-            index
-        )
+        return self.data.images_at(index), self.data.target(index)
 
 
 def _whole_batch(batch):

@@ -494,15 +494,18 @@ def expected_normalization(backbone, weights) -> Normalization | None:
     return Normalization(tuple(preset.mean), tuple(preset.std))
 
 
-def input_normalization(backbone, weights, X: np.ndarray) -> Normalization | None:
+def input_normalization(
+    backbone, weights, X: np.ndarray | None
+) -> Normalization | None:
     """What a :class:`BackboneNetwork` should apply to the images ``X``.
 
     The weights' normalization, unless ``X`` is not in [0, 1] (nor uint8):
     such images were standardized already, by an ``ImageStandardizer`` earlier
-    in a Pipeline, and are not standardized twice.
+    in a Pipeline, and are not standardized twice. ``X`` None stands for uint8
+    images that are not in memory (files).
     """
     normalization = expected_normalization(backbone, weights)
-    if normalization is None or pixels_in_unit_range(X):
+    if normalization is None or X is None or pixels_in_unit_range(X):
         return normalization
     if X.min() >= 0:
         warnings.warn(

@@ -28,10 +28,12 @@ from ._backbones import (
     input_normalization,
     load_backbone,
 )
+from ._files import validate_image_files
 from ._network import ConvNet
 from ._training import (
     BatchPreparer,
     ImageData,
+    ImageFiles,
     ImageNeuralNet,
     PredictionSettings,
     TrainingCheckpoint,
@@ -42,6 +44,7 @@ from ._training import (
     predict_logits,
 )
 from .augmentation._images import AugmentedImages
+from .datasets._folder import check_image_size
 from .utils._runtime import (
     derive_seeds,
     resolve_device,
@@ -57,7 +60,7 @@ from .utils._sklearn_private import (
     _check_sample_weight,
     _fit_context,
 )
-from .utils._validation import IMAGE_SHAPE_CONSTRAINT, validate_images
+from .utils._validation import IMAGE_SHAPE_CONSTRAINT, is_file_paths, validate_images
 
 _OPTIMIZERS = {
     "adam": (torch.optim.Adam, {}),
@@ -78,7 +81,7 @@ def _has_fused_kernels(device: torch.device) -> bool:
 class _TrainingSet(NamedTuple):
     """What one fit trains on, validated: channels-first images and their labels."""
 
-    images: np.ndarray
+    images: np.ndarray | ImageFiles
     y: np.ndarray
     classes: np.ndarray
     sample_weight: np.ndarray | None
@@ -225,6 +228,22 @@ default='adam'
         from ``X.reshape(n, -1)``), or to say which axis holds the channels of an
         ambiguous 4-D array. Without it, flattened rows of a square length are
         taken as square grayscale images, other lengths as a single row.
+    image_size : int, tuple of (int, int) or None, default=None
+        ``(height, width)`` that image files given as ``X`` are decoded and
+        resized to (an int gives square images); None keeps the files' own size,
+        which must then be the same for all. Only used when ``X`` holds file
+        paths: see :ref:`large_data`. Colour files are read as RGB; when every
+        training file is grayscale, as one gray channel.
+    unreadable_files : {'skip', 'raise'}, default='skip'
+        What ``fit`` does with image files given as ``X`` that cannot be
+        opened: 'skip' trains without them, with one warning naming them (as
+        :func:`~sklearn_cnn.datasets.load_image_folder` does); 'raise' refuses
+        them. Prediction always refuses them, since every image gets a label.
+    cache_decoded : bool, default=False
+        Keep the images decoded from files in memory during ``fit``, so that
+        epochs after the first do not decode them again; it takes
+        ``n_samples * height * width * channels`` bytes. Only used when ``X``
+        holds file paths.
     checkpoint : str, path-like or None, default=None
         A folder where the training state (weights, optimizer state, history)
         is saved after every epoch, atomically. A later ``fit`` with the same
@@ -310,6 +329,9 @@ default='adam'
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "image_shape": IMAGE_SHAPE_CONSTRAINT,
+        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "unreadable_files": [StrOptions({"skip", "raise"})],
+        "cache_decoded": ["boolean"],
         "checkpoint": [str, os.PathLike, None],
     }
 
@@ -344,6 +366,9 @@ default='adam'
         random_state=None,
         verbose=0,
         image_shape=None,
+        image_size=None,
+        unreadable_files="skip",
+        cache_decoded=False,
         checkpoint=None,
     ):
         self.filters = filters
@@ -374,6 +399,9 @@ default='adam'
         self.random_state = random_state
         self.verbose = verbose
         self.image_shape = image_shape
+        self.image_size = image_size
+        self.unreadable_files = unreadable_files
+        self.cache_decoded = cache_decoded
         self.checkpoint = checkpoint
 
     # -- fitting ---------------------------------------------------------------
@@ -383,12 +411,14 @@ default='adam'
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, height, width, channels)
+        X : array-like of shape (n_samples, height, width, channels) or \
+list of paths
             Training images; also accepted: (n_samples, channels, height,
             width), (n_samples, height, width) grayscale, or flattened
             (n_samples, height * width * channels) with ``image_shape``. uint8
             pixels (0-255) are scaled to 0-1 batch by batch; other dtypes are
-            used as they are.
+            used as they are. A list or 1-D array of image file paths is read
+            batch by batch during training (see ``image_size``).
         y : array-like of shape (n_samples,)
             Class labels: ints, strings or bools.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -549,19 +579,25 @@ default='adam'
         """Validated training images, encoded labels, weights and augmentation."""
         augmenters, post_steps, source = self._training_recipe(X)
         self._check_filters()
-        X_nchw, _, y = validate_images(
-            self, X, y, reset=not continuing, image_shape=self.image_shape
-        )
+        files, y = self._training_files(X, y, source, continuing)
+        if files is None:
+            X_nchw, _, y = validate_images(
+                self, X, y, reset=not continuing, image_shape=self.image_shape
+            )
+            self._check_image_size_of_arrays()
         if not continuing:
-            self.input_normalization_ = self._input_normalization(X_nchw)
+            # Files are decoded to uint8 pixels, which the batches scale to [0, 1].
+            self.input_normalization_ = self._input_normalization(
+                X_nchw if files is None else None
+            )
         check_classification_targets(y)
         y_encoded, classes_ = self._encode_labels(y, classes, continuing)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
                 sample_weight, y_encoded, dtype=np.float32, ensure_non_negative=True
             )
-        images = X_nchw
-        if source is not None:
+        images = X_nchw if files is None else files
+        if source is not None and files is None:
             # Training batches are drawn afresh from the un-augmented source.
             images = source.source_layout.to_nchw(np.asarray(source.source))
             if len(images) != len(X_nchw):
@@ -580,17 +616,56 @@ default='adam'
             y=y_encoded,
             classes=classes_,
             sample_weight=sample_weight,
-            scale_uint8=X_nchw.dtype == np.uint8,
+            scale_uint8=files is not None or X_nchw.dtype == np.uint8,
             augmenters=tuple(augmenters),
             post_steps=tuple(post_steps),
         )
 
+    def _training_files(self, X, y, source, continuing):
+        """The readable image files of ``X`` and their labels (None for arrays)."""
+        # Augmenters in a Pipeline pass image files on as the source they keep.
+        paths = X if source is None else source.source
+        if not is_file_paths(paths):
+            return None, y
+        if self.image_shape is not None:
+            raise ValueError(
+                "image_shape describes the layout of arrays; X holds image files, "
+                "whose size image_size sets. Pass image_shape=None."
+            )
+        return validate_image_files(
+            self,
+            paths,
+            y,
+            reset=not continuing,
+            image_size=self.image_size,
+            skip_unreadable=self.unreadable_files == "skip",
+            stacklevel=9,  # the caller of fit, through _fit_context
+        )
+
+    def _check_image_size_of_arrays(self):
+        """image_size resizes files only: arrays of another size are refused."""
+        if self.image_size is None:
+            return
+        size = check_image_size(self.image_size)
+        if size != tuple(self.image_shape_[:2]):
+            raise ValueError(
+                f"image_size={self.image_size!r} resizes image files, but X is an "
+                f"array of images of size (height, width) = {self.image_shape_[:2]}. "
+                "Resize arrays with sklearn_cnn.preprocessing.ImageResizer, or "
+                "pass image_size=None."
+            )
+
     def _split_data(self, training_set, device, seed):
         """The training and validation :class:`ImageData` (None: no validation)."""
         train_idx, valid_idx = self._split(training_set.y, seed)
-        data = ImageData.from_numpy(
-            training_set.images, training_set.y, device, training_set.sample_weight
-        )
+        if isinstance(training_set.images, ImageFiles):
+            data = training_set.images.labelled(
+                training_set.y, training_set.sample_weight, cache=self.cache_decoded
+            )
+        else:
+            data = ImageData.from_numpy(
+                training_set.images, training_set.y, device, training_set.sample_weight
+            )
         if valid_idx is None:
             return data, None
         return data.subset(train_idx), data.subset(valid_idx)
@@ -668,9 +743,17 @@ default='adam'
             if key not in ignored
         )
         digest = hashlib.sha256(repr(params).encode())
-        digest.update(repr((images.shape, str(images.dtype))).encode())
-        for start in range(0, len(images), 1024):
-            digest.update(np.ascontiguousarray(images[start : start + 1024]).data)
+        if isinstance(images, ImageFiles):
+            # Names, sizes and modification times stand for the files' contents,
+            # which are not read here.
+            digest.update(repr(images.image_shape).encode())
+            for path in images.paths:
+                stat = os.stat(path)
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        else:
+            digest.update(repr((images.shape, str(images.dtype))).encode())
+            for start in range(0, len(images), 1024):
+                digest.update(np.ascontiguousarray(images[start : start + 1024]).data)
         digest.update(np.ascontiguousarray(y_encoded).data)
         if sample_weight is not None:
             digest.update(np.ascontiguousarray(sample_weight).data)
@@ -872,7 +955,10 @@ default='adam'
         return self.backbone is not None and self.weights is not None
 
     def _input_normalization(self, X_nchw):
-        """The fitted ``input_normalization_``, after checking the backbone params."""
+        """The fitted ``input_normalization_``, after checking the backbone params.
+
+        ``X_nchw`` None stands for uint8 images, read from files.
+        """
         if self.backbone is None:
             if self.weights is not None:
                 raise ValueError(
@@ -950,8 +1036,17 @@ default='adam'
     # -- prediction --------------------------------------------------------------
     def _logits(self, X):
         check_is_fitted(self)
-        X_nchw, _ = validate_images(self, X, reset=False)
-        data = ImageData.from_numpy(X_nchw, None, torch.device(self.net_.device))
+        if is_file_paths(X):
+            data = validate_image_files(
+                self,
+                X,
+                reset=False,
+                image_size=self.image_size,
+                skip_unreadable=False,
+            )
+        else:
+            X_nchw, _ = validate_images(self, X, reset=False)
+            data = ImageData.from_numpy(X_nchw, None, torch.device(self.net_.device))
         return predict_logits(self.net_, data, self.prediction_settings_)
 
     def predict_proba(self, X):

@@ -10,10 +10,14 @@ device, converted to float32, augmented and scaled there, one batch at a time.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import multiprocessing
+import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,10 +40,13 @@ from skorch.dataset import unpack_data
 from skorch.history import History
 from torch.nn.parameter import is_lazy
 
+from .datasets._folder import read_image
 from .utils._io import write_atomically
 
 # Keep a whole training set on the GPU when it takes at most this share of free memory.
 _GPU_RESIDENT_FRACTION = 0.25
+# Threads decoding image files; more rarely help a training step that wants cores.
+_MAX_DECODE_THREADS = 8
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -84,6 +91,10 @@ class ImageData:
     def _tensors(self) -> tuple:
         return (self.images, self.y, self.sample_weight)
 
+    def images_at(self, index) -> torch.Tensor:
+        """The images of ``index`` (a slice or indices)."""
+        return _take(self.images, index)
+
     def target(self, index) -> torch.Tensor | WeightedTarget | None:
         """The labels of ``index`` (a slice or indices), with their weights if any."""
         if self.y is None:
@@ -112,6 +123,164 @@ class ImageData:
         if device.type == "cuda":
             images = images.pin_memory()
         return cls(images, labels, weights)
+
+
+def decode_threads() -> int:
+    """Threads decoding image files: one per CPU this process may use, at most 8."""
+    if hasattr(os, "sched_getaffinity"):
+        n_cpus = len(os.sched_getaffinity(0))
+    else:
+        n_cpus = os.cpu_count() or 1
+    return max(1, min(_MAX_DECODE_THREADS, n_cpus))
+
+
+class DecodedCache:
+    """Decoded images kept after their first decoding, for the later epochs.
+
+    The array is allocated at once but the operating system gives it memory only
+    as images are written, so an epoch that stops early costs what it decoded.
+    """
+
+    def __init__(self, n_images: int, image_shape: tuple[int, int, int]):
+        self.images = np.empty((n_images, *image_shape), dtype=np.uint8)
+        self.filled = np.zeros(n_images, dtype=bool)
+
+
+class ImageFiles:
+    """Image files with encoded labels, decoded batch by batch: :class:`ImageData`
+    for images that stay on disk.
+
+    Parameters
+    ----------
+    paths : ndarray of shape (n_samples,), dtype object
+        The image files, as str.
+    image_shape : tuple of int
+        ``(height, width, channels)`` every file is decoded to; channels is 1
+        (gray levels) or 3 (RGB).
+    resize : bool
+        True resizes every image to ``image_shape``; False requires the files to
+        have that size already.
+    y : Tensor of shape (n_samples,) or None
+        Encoded labels (int64).
+    sample_weight : Tensor of shape (n_samples,) or None
+        Weights of the images in the loss (float32).
+    cache : DecodedCache or None
+        Where decoded images are kept, indexed by ``positions``.
+    positions : ndarray of shape (n_samples,) or None
+        The place of each file in ``cache`` (subsets share their parent's cache).
+    """
+
+    # What the files decode to, as an array of them would hold.
+    dtype = np.dtype(np.uint8)
+
+    def __init__(
+        self,
+        paths: np.ndarray,
+        *,
+        image_shape: tuple[int, int, int],
+        resize: bool,
+        y: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+        cache: DecodedCache | None = None,
+        positions: np.ndarray | None = None,
+    ):
+        self.paths = paths
+        self.image_shape = tuple(image_shape)
+        self.resize = resize
+        self.y = y
+        self.sample_weight = sample_weight
+        self.cache = cache
+        self.positions = np.arange(len(paths)) if positions is None else positions
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    # Labels and weights of a batch, exactly as for arrays.
+    target = ImageData.target
+
+    def subset(self, indices) -> ImageFiles:
+        indices = np.asarray(indices, dtype=np.int64)
+        index = torch.as_tensor(indices)
+        return ImageFiles(
+            self.paths[indices],
+            image_shape=self.image_shape,
+            resize=self.resize,
+            y=_take(self.y, index),
+            sample_weight=_take(self.sample_weight, index),
+            cache=self.cache,
+            positions=self.positions[indices],
+        )
+
+    __getitem__ = subset
+
+    def labelled(
+        self, y: np.ndarray, sample_weight: np.ndarray | None, *, cache: bool
+    ) -> ImageFiles:
+        """The same files with encoded labels and weights, and a cache if asked."""
+        return ImageFiles(
+            self.paths,
+            image_shape=self.image_shape,
+            resize=self.resize,
+            y=torch.as_tensor(y, dtype=torch.long),
+            sample_weight=(
+                None
+                if sample_weight is None
+                else torch.as_tensor(sample_weight, dtype=torch.float32)
+            ),
+            cache=DecodedCache(len(self), self.image_shape) if cache else None,
+        )
+
+    def images_at(self, index, *, pin_memory: bool = False) -> torch.Tensor:
+        """Decode the files of ``index`` into a uint8 (n, C, H, W) batch.
+
+        The batch is a channels-first view of channels-last memory, as arrays
+        give; numpy memory (seen by ``tracemalloc``) unless ``pin_memory``.
+        """
+        indices = np.arange(len(self))[index] if isinstance(index, slice) else index
+        indices = np.asarray(indices, dtype=np.int64)
+        shape = (len(indices), *self.image_shape)
+        if pin_memory:
+            batch = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            self._decode(indices, batch.numpy())
+        else:
+            pixels = np.empty(shape, dtype=np.uint8)
+            self._decode(indices, pixels)
+            batch = torch.from_numpy(pixels)
+        return batch.permute(0, 3, 1, 2)
+
+    def _decode(self, indices: np.ndarray, out: np.ndarray) -> None:
+        height, width, channels = self.image_shape
+        cache = self.cache
+        for row, index in enumerate(indices):
+            position = self.positions[index]
+            if cache is not None and cache.filled[position]:
+                out[row] = cache.images[position]
+                continue
+            path = self.paths[index]
+            try:
+                image = read_image(
+                    path,
+                    (height, width) if self.resize else None,
+                    grayscale=channels == 1,
+                )
+            except Exception as error:
+                # Listed as readable when the call began: gone or changed since.
+                raise OSError(
+                    f"Cannot read image file {path!r}: {type(error).__name__}: "
+                    f"{error}. It was readable when this call began; image files "
+                    "must stay in place, unchanged, until fit or predict returns."
+                ) from error
+            if image.shape[:2] != (height, width):
+                raise ValueError(
+                    f"Image file {path!r} has size (height, width) = "
+                    f"{image.shape[:2]}, but the images are {(height, width)}. "
+                    "Pass image_size=(height, width) to CNNImageClassifier to "
+                    "resize every file."
+                )
+            out[row] = image.reshape(height, width, channels)
+            if cache is not None:
+                cache.images[position] = out[row]
+                cache.filled[position] = True
 
 
 class WeightedTarget(NamedTuple):
@@ -222,6 +391,59 @@ class BatchIterator:
             if target is not None:
                 target = target.to(self.device, non_blocking=non_blocking)
             yield batch, target
+
+
+class FileBatchIterator(BatchIterator):
+    """:class:`BatchIterator` over :class:`ImageFiles`: same batches, decoded ahead.
+
+    The same batches in the same order as over an array of the same images, but
+    decoded from the files by a pool of threads: ``2 * n_threads`` batches are
+    decoded ahead while the net trains on the current one, and no more, so memory
+    does not grow with the number of files. Batches come out in order whichever
+    thread finishes first. On CUDA they are decoded into pinned memory and copied
+    without blocking.
+    """
+
+    def __init__(self, data: ImageFiles, *, n_threads: int | None = None, **kwargs):
+        super().__init__(data, **kwargs)
+        self.n_threads = decode_threads() if n_threads is None else n_threads
+
+    def _order(self) -> torch.Tensor:
+        if self.shuffle:
+            return torch.randperm(len(self.data), generator=self.generator)
+        return torch.arange(len(self.data))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        order = self._order().numpy()
+        batches = [order[start:stop] for start, stop in self._bounds()]
+        non_blocking = self.device.type == "cuda"
+        executor = ThreadPoolExecutor(
+            max_workers=self.n_threads, thread_name_prefix="sklearn_cnn-decode"
+        )
+        pending: deque = deque()
+
+        def decode(indices):
+            return self.data.images_at(indices, pin_memory=non_blocking)
+
+        try:
+            upcoming = iter(batches)
+            for indices in itertools.islice(upcoming, 2 * self.n_threads):
+                pending.append((indices, executor.submit(decode, indices)))
+            while pending:
+                indices, decoding = pending.popleft()
+                images = decoding.result()
+                following = next(upcoming, None)
+                if following is not None:
+                    pending.append((following, executor.submit(decode, following)))
+                target = self.data.target(torch.as_tensor(indices))
+                if target is not None:
+                    target = target.to(self.device, non_blocking=non_blocking)
+                yield images.to(self.device, non_blocking=non_blocking), target
+        finally:
+            # Stopped early (an error, early stopping): drop the queued batches.
+            for _, decoding in pending:
+                decoding.cancel()
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 class BatchPreparer:
@@ -573,14 +795,18 @@ class ImageNeuralNet(NeuralNetClassifier):
 
     # -- data ------------------------------------------------------------------
     def get_dataset(self, X, y=None):
-        if isinstance(X, ImageData):
+        if isinstance(X, (ImageData, ImageFiles)):
             return X
         return super().get_dataset(X, y)
 
     def get_iterator(self, dataset, training=False):
-        if not isinstance(dataset, ImageData):
+        if isinstance(dataset, ImageFiles):
+            iterator = FileBatchIterator
+        elif isinstance(dataset, ImageData):
+            iterator = BatchIterator
+        else:
             return super().get_iterator(dataset, training=training)
-        return BatchIterator(
+        return iterator(
             dataset,
             batch_size=self.batch_size,
             shuffle=training,
@@ -651,20 +877,34 @@ class ImageNeuralNet(NeuralNetClassifier):
             self.initialize()
         self.notify("on_train_begin", X=X, y=y)
         try:
-            self.fit_loop(X, y, **fit_params)
-        except _EarlyStop:
-            pass
-        except KeyboardInterrupt:
-            # Unlike skorch, let Ctrl-C through (after the end-of-training
-            # hooks): a search must stop rather than score a half-trained model.
+            try:
+                self.fit_loop(X, y, **fit_params)
+            except _EarlyStop:
+                pass
+            except KeyboardInterrupt:
+                # Unlike skorch, let Ctrl-C through (after the end-of-training
+                # hooks): a search must stop rather than score a half-trained one.
+                self.notify("on_train_end", X=X, y=y)
+                raise
             self.notify("on_train_end", X=X, y=y)
-            raise
-        self.notify("on_train_end", X=X, y=y)
+        finally:
+            self._drop_schedulers()
         return self
+
+    def _drop_schedulers(self):
+        """Forget the learning-rate schedulers once training ends.
+
+        skorch's ``LRScheduler`` makes a new one at the start of every
+        training; the old one would only hold on to the optimizer, whose tensors
+        a pickle would then carry outside the device mapping skorch does.
+        """
+        for _, callback in self.callbacks_:
+            if isinstance(callback, LRScheduler):
+                callback.lr_scheduler_ = None
 
 
 def predict_logits(
-    net: ImageNeuralNet, data: ImageData, settings: PredictionSettings
+    net: ImageNeuralNet, data: ImageData | ImageFiles, settings: PredictionSettings
 ) -> np.ndarray:
     """Logits for every image, computed batch by batch, collected on the CPU.
 
@@ -672,6 +912,8 @@ def predict_logits(
     mode already after training). A CUDA out-of-memory error halves the batch
     and carries on.
     """
+    if isinstance(data, ImageFiles):
+        return _predict_file_logits(net, data, settings)
     # The training batch size: larger inference batches measured slower on CPUs,
     # whose caches they overflow.
     batch_size = net.batch_size
@@ -699,3 +941,44 @@ def predict_logits(
         outputs.append(logits.float().cpu().numpy())
         start = stop
     return np.concatenate(outputs)
+
+
+def _predict_file_logits(
+    net: ImageNeuralNet, data: ImageFiles, settings: PredictionSettings
+) -> np.ndarray:
+    """:func:`predict_logits` for image files, decoded ahead in threads."""
+    device = torch.device(net.device)
+    batches = FileBatchIterator(
+        data,
+        batch_size=net.batch_size,
+        shuffle=False,
+        generator=None,
+        device=device,
+        merge_singleton=False,
+    )
+    module = net.module_
+    if module.training:
+        module.eval()
+    outputs = [
+        _logits_in_halves(module, batch, settings, device) for batch, _ in batches
+    ]
+    return np.concatenate(outputs)
+
+
+def _logits_in_halves(module, batch, settings, device) -> np.ndarray:
+    """The logits of ``batch``, in halves (recursively) when CUDA runs out of memory."""
+    try:
+        with torch.inference_mode(), settings.autocast(device):
+            logits = module(settings.preparer(batch)(batch, training=False))
+        return logits.float().cpu().numpy()
+    except torch.cuda.OutOfMemoryError:
+        if len(batch) == 1:
+            raise
+        torch.cuda.empty_cache()
+    half = len(batch) // 2
+    return np.concatenate(
+        [
+            _logits_in_halves(module, batch[:half], settings, device),
+            _logits_in_halves(module, batch[half:], settings, device),
+        ]
+    )

@@ -410,6 +410,6 @@ def test_cosine_lr_schedule_decays_the_learning_rate(images):
     clf = fast(epochs=4, lr_schedule="cosine").fit(X, y)
     lrs = [group["lr"] for group in clf.net_.optimizer_.param_groups]
     assert lrs[0] < 0.01 * 0.2  # cos(pi * 4 / 4) brings it to ~0 after the fit
-    constant = fast(epochs=4).fit(X, y)
+    constant = fast(epochs=4, lr_schedule="constant").fit(X, y)
     assert constant.net_.optimizer_.param_groups[0]["lr"] == 0.01
     assert not np.allclose(clf.predict_proba(X), constant.predict_proba(X))

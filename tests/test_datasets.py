@@ -182,6 +182,30 @@ def test_downscaling_is_antialiased(tmp_path):
     assert np.all(np.abs(X.astype(int) - 128) <= 2)
 
 
+def test_paths_only_lists_the_files_without_decoding_them(folder):
+    (folder / "dark" / "broken.png").write_bytes(b"not an image")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is decoded, so nothing is skipped
+        listed = load_image_folder(folder, paths_only=True)
+    names = [str(Path(file).relative_to(folder)) for file in listed.filenames]
+    assert names == ["dark/0.png", "dark/1.png", "dark/broken.png"] + [
+        "light/0.png",
+        "light/1.png",
+    ]
+    assert listed.target.tolist() == ["dark"] * 3 + ["light"] * 2
+    assert listed.target_names.tolist() == ["dark", "light"]
+    assert np.array_equal(listed.data, listed.filenames) and listed.skipped == []
+    paths, y = load_image_folder(folder, paths_only=True, return_X_y=True)
+    assert np.array_equal(paths, listed.filenames) and np.array_equal(y, listed.target)
+
+
+def test_load_images_paths_only_lists_files_and_folders(folder, tmp_path):
+    loose = save(tmp_path / "loose.png", solid(9, channels=3))
+    listed = load_images([loose, folder / "light"], paths_only=True)
+    assert [Path(file).name for file in listed.data] == ["loose.png", "0.png", "1.png"]
+    assert np.array_equal(listed.filenames, listed.data) and listed.skipped == []
+
+
 # -- load_image_folder: errors and unreadable files ---------------------------------
 def test_corrupt_files_are_skipped_with_one_warning_listing_them(folder):
     (folder / "dark" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from .common import PROGRAM, CommandError, one_line
@@ -33,7 +31,6 @@ def check_output_path(path: Path) -> None:
 def save_model(model, path: Path, model_format: str) -> None:
     """Write ``model`` to exactly ``path``, replacing it only once complete."""
     check_output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if model_format == "safetensors":
         from sklearn_cnn import save_model
 
@@ -41,14 +38,9 @@ def save_model(model, path: Path, model_format: str) -> None:
         return
     import joblib
 
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        joblib.dump(model, partial)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    from sklearn_cnn.utils._io import write_atomically
+
+    write_atomically(path, lambda stream: joblib.dump(model, stream))
 
 
 def _file_format(path: Path) -> str | None:

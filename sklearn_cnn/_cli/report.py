@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
 
+from ..utils._io import write_atomically
 from .common import CommandError, indent
 
 PLOTS_SKIPPED = (
@@ -104,7 +106,7 @@ def write_report(folder, model, X, y, metrics: dict, *, history: bool) -> bool:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     metrics_path = folder / "metrics.json"
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomically(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
     written = [metrics_path]
     try:
         written += _write_plots(folder, model, X, y, history=history)
@@ -116,6 +118,10 @@ def write_report(folder, model, X, y, metrics: dict, *, history: bool) -> bool:
         plotted = True
     print("Report: " + ", ".join(str(path) for path in written))
     return plotted
+
+
+def _save_png(figure, stream) -> None:
+    figure.savefig(stream, format="png", dpi=100)
 
 
 def _write_plots(folder: Path, model, X, y, *, history: bool) -> list[Path]:
@@ -136,7 +142,7 @@ def _write_plots(folder: Path, model, X, y, *, history: bool) -> list[Path]:
     figures["predictions.png"] = plot_predictions(model, X, y, n=16)
     written = []
     for name, figure in figures.items():
-        figure.savefig(folder / name, dpi=100)
+        write_atomically(folder / name, functools.partial(_save_png, figure))
         plt.close(figure)
         written.append(folder / name)
     return written

@@ -10,6 +10,7 @@ from ..utils._image_steps import ImageStepMixin
 from ..utils._runtime import resolve_seed
 from ..utils._sklearn_private import _fit_context
 from ..utils._tensors import images_to_tensor, tensor_to_images
+from ..utils._validation import is_file_paths
 from ._images import AugmentedImages, warn_augmentation_lost
 
 
@@ -75,7 +76,8 @@ class BaseAugmenter(ImageStepMixin):
         self : object
         """
         self._check_params()
-        self._validate_images(X, reset=True)
+        if not is_file_paths(X):
+            self._validate_images(X, reset=True)
         return self
 
     def _check_params(self) -> None:
@@ -95,6 +97,9 @@ class BaseAugmenter(ImageStepMixin):
             images under ``set_output(transform="pandas")``, and ``X`` itself
             when it is :class:`AugmentedImages`, whose recipe this step keeps.
         """
+        if is_file_paths(X):
+            # Image files pass through to CNNImageClassifier, which decodes them.
+            return X
         check_is_fitted(self)
         X_nchw, layout = self._validate_images(X, reset=False)
         if isinstance(X, AugmentedImages):
@@ -123,6 +128,8 @@ class BaseAugmenter(ImageStepMixin):
             names it asks for.
         """
         self._check_params()
+        if is_file_paths(X):
+            return self._pass_files_on(X)
         X_nchw, layout = self._validate_images(X, reset=True)
         value_range = 255.0 if X_nchw.dtype == np.uint8 else 1.0
         generator = torch.Generator().manual_seed(resolve_seed(self.random_state))
@@ -154,6 +161,21 @@ class BaseAugmenter(ImageStepMixin):
             source_layout=layout,
             augmenters=(self,),
             feature_names=feature_names,
+        )
+
+    def _pass_files_on(self, X) -> AugmentedImages:
+        """Image files, with this augmenter for the classifier to apply.
+
+        Nothing is drawn before the files are decoded: the classifier augments
+        every batch it decodes, in every epoch.
+        """
+        earlier = ()
+        if isinstance(X, AugmentedImages) and not X.post_steps:
+            earlier = X.augmenters
+            X = X.to_numpy()
+        paths = np.asarray(X, dtype=object)
+        return AugmentedImages(
+            paths, source=paths, source_layout=None, augmenters=(*earlier, self)
         )
 
     def __sklearn_tags__(self):

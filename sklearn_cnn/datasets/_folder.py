@@ -76,8 +76,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def read_image(path: str, image_size: tuple[int, int] | None) -> np.ndarray:
-    """Decode one file to a ``(height, width, 3)`` uint8 array, resized."""
+def read_image(
+    path: str, image_size: tuple[int, int] | None, *, grayscale: bool = False
+) -> np.ndarray:
+    """Decode one file to a ``(height, width, 3)`` uint8 array, resized.
+
+    ``grayscale=True`` gives a ``(height, width)`` array instead: the file's own
+    gray levels for grayscale files, the luma of colour ones.
+    """
     with Image.open(path) as image:
         if image_size is not None and image.format == "JPEG":
             # JPEG decodes at 1/2, 1/4 or 1/8 scale for free: big photos load fast.
@@ -86,11 +92,39 @@ def read_image(path: str, image_size: tuple[int, int] | None) -> np.ndarray:
             image.draft("RGB", (side, side))
         image = ImageOps.exif_transpose(image)
         image = to_rgb(image)
+        if grayscale:
+            # Exact for gray sources: equal R, G and B give back the same level.
+            image = image.convert("L")
         if image_size is not None and image.size != (image_size[1], image_size[0]):
             # Pillow's bilinear filter widens with the scale factor when
             # shrinking, so downscaling is antialiased.
             image = image.resize((image_size[1], image_size[0]), _RESAMPLING)
         return np.asarray(image, dtype=np.uint8)
+
+
+# Pillow modes that hold one gray level per pixel (alpha aside).
+_GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+# EXIF orientations that swap height and width (rotations by 90 or 270 degrees).
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION = 0x0112
+
+
+def read_image_header(path: str) -> tuple[int, int, bool]:
+    """``(height, width, grayscale)`` of an image file, read without decoding it.
+
+    The size is the one :func:`read_image` gives without resizing: the EXIF
+    orientation of photos is applied.
+    """
+    with Image.open(path) as image:
+        width, height = image.size
+        # PNG can keep its EXIF after the pixels: only formats whose header holds
+        # it are asked, so that no file is decoded here.
+        if image.format in ("JPEG", "MPO", "WEBP", "TIFF"):
+            orientation = image.getexif().get(_EXIF_ORIENTATION)
+            if orientation in _TRANSPOSING_ORIENTATIONS:
+                height, width = width, height
+        grayscale = image.mode in _GRAYSCALE_MODES or image.mode.startswith("I;16")
+        return height, width, grayscale
 
 
 def _try_read(path: str, image_size) -> np.ndarray | str:
@@ -191,8 +225,20 @@ def _check_loading_options(n_jobs, verbose) -> None:
         raise ValueError(f"verbose must be a bool or 'auto'; got {verbose!r}.")
 
 
-def _report_unreadable(files, decoded, strict: bool, *, where: str) -> list[str]:
-    """Raise (strict) or warn once about the files that could not be decoded."""
+def report_unreadable(
+    files,
+    decoded,
+    strict: bool,
+    *,
+    where: str,
+    stacklevel: int = 3,
+    hint: str = "pass strict=False to skip unreadable files with a warning",
+) -> list[str]:
+    """Raise (strict) or warn once about the files that could not be decoded.
+
+    ``decoded`` holds, for each file, its contents or a string saying why it
+    could not be read; ``hint`` ends the error after "Remove or replace it, or".
+    """
     skipped = [
         (file, result)
         for file, result in zip(files, decoded)
@@ -205,7 +251,7 @@ def _report_unreadable(files, decoded, strict: bool, *, where: str) -> list[str]
         )
         raise ValueError(
             f"Cannot read image {file!r}: {reason}{more}. Remove or replace it, or "
-            "pass strict=False to skip unreadable files with a warning."
+            f"{hint}."
         )
     if skipped:
         listed = "\n".join(
@@ -219,7 +265,7 @@ def _report_unreadable(files, decoded, strict: bool, *, where: str) -> list[str]
             f"{where}:\n{listed}",
             UserWarning,
             # Point at the caller of load_image_folder / load_images.
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     return [file for file, _ in skipped]
 
@@ -278,6 +324,7 @@ def load_image_folder(
     image_size=(64, 64),
     *,
     return_X_y=False,
+    paths_only=False,
     strict=False,
     n_jobs=None,
     verbose="auto",
@@ -311,6 +358,13 @@ def load_image_folder(
         None keeps every image's own size, which must then be the same for all.
     return_X_y : bool, default=False
         If True, return ``(data, target)`` instead of a Bunch.
+    paths_only : bool, default=False
+        If True, list the image files and their classes without decoding any:
+        ``data`` holds the paths, which
+        :class:`~sklearn_cnn.CNNImageClassifier` reads batch by batch, so that
+        folders larger than memory can be used (see :ref:`large_data`).
+        ``image_size``, ``n_jobs`` and ``verbose`` are then not used, and
+        unreadable files are found (and skipped or refused) by the classifier.
     strict : bool, default=False
         What to do with a file that cannot be decoded (corrupt, truncated, not
         really an image). False skips it, with one warning listing all such
@@ -330,7 +384,8 @@ def load_image_folder(
         Dictionary-like object, with the following attributes.
 
         data : ndarray of shape (n_samples, height, width, 3), dtype uint8
-            The images, RGB, channels last, ordered by class then by path.
+            The images, RGB, channels last, ordered by class then by path;
+            with ``paths_only=True``, the same as ``filenames``.
         target : ndarray of shape (n_samples,), dtype str
             The class name of each image.
         target_names : ndarray of shape (n_classes,), dtype str
@@ -338,7 +393,8 @@ def load_image_folder(
         filenames : ndarray of shape (n_samples,), dtype str
             The path of each image, ``path`` joined with the file's place in it.
         skipped : list of str
-            The files that could not be decoded (empty with ``strict=True``).
+            The files that could not be decoded (empty with ``strict=True``
+            or ``paths_only=True``).
 
     (data, target) : tuple if ``return_X_y`` is True
         The images and their class names.
@@ -379,6 +435,9 @@ def load_image_folder(
     >>> X, y = load_image_folder(root, image_size=16, return_X_y=True)
     >>> y
     array(['dark', 'dark', 'dark', 'light', 'light', 'light'], dtype='<U5')
+    >>> paths, y = load_image_folder(root, paths_only=True, return_X_y=True)
+    >>> [str(Path(file).relative_to(root)) for file in paths[:2]]
+    ['dark/0.png', 'dark/1.png']
     """
     size = check_image_size(image_size, allow_none=True)
     _check_loading_options(n_jobs, verbose)
@@ -386,8 +445,20 @@ def load_image_folder(
     class_names, files_by_class = find_image_files(root)
     files = [file for name in class_names for file in files_by_class[name]]
     labels = [name for name in class_names for _ in files_by_class[name]]
+    if paths_only:
+        filenames = np.asarray(files, dtype=str)
+        target = np.asarray(labels, dtype=str)
+        if return_X_y:
+            return filenames, target
+        return Bunch(
+            data=filenames,
+            target=target,
+            target_names=np.asarray(class_names, dtype=str),
+            filenames=filenames,
+            skipped=[],
+        )
     decoded = _decode_all(files, size, n_jobs, verbose)
-    skipped = _report_unreadable(files, decoded, strict, where=repr(str(root)))
+    skipped = report_unreadable(files, decoded, strict, where=repr(str(root)))
     kept = [i for i, result in enumerate(decoded) if not isinstance(result, str)]
     kept_by_class: dict[str, list[str]] = {}
     for i in kept:
@@ -427,7 +498,13 @@ def _files_in(path: str) -> list[str]:
 
 
 def load_images(
-    paths, image_size=(64, 64), *, strict=False, n_jobs=None, verbose="auto"
+    paths,
+    image_size=(64, 64),
+    *,
+    paths_only=False,
+    strict=False,
+    n_jobs=None,
+    verbose="auto",
 ):
     """Load unlabelled images from files and folders, to predict their classes.
 
@@ -444,6 +521,11 @@ def load_images(
     image_size : int or tuple of (int, int) or None, default=(64, 64)
         ``(height, width)`` of the returned images; an int gives square images.
         None keeps every image's own size, which must then be the same for all.
+    paths_only : bool, default=False
+        If True, list the image files without decoding any: ``data`` holds
+        their paths, for :class:`~sklearn_cnn.CNNImageClassifier` to read batch
+        by batch (see :ref:`large_data`); ``image_size``, ``strict``, ``n_jobs``
+        and ``verbose`` are then not used.
     strict : bool, default=False
         False skips files that cannot be decoded, with one warning listing them;
         True raises a ``ValueError`` naming the first one.
@@ -458,7 +540,8 @@ def load_images(
         Dictionary-like object, with the following attributes.
 
         data : ndarray of shape (n_images, height, width, 3), dtype uint8
-            The images, in the order of ``paths`` (files of a folder sorted).
+            The images, in the order of ``paths`` (files of a folder sorted);
+            with ``paths_only=True``, the same as ``filenames``.
         filenames : ndarray of shape (n_images,), dtype str
             The path of each image.
         skipped : list of str
@@ -491,6 +574,8 @@ def load_images(
     (3, 8, 8, 3)
     >>> [Path(name).name for name in images.filenames]
     ['0.png', '1.png', '2.png']
+    >>> load_images(folder, paths_only=True).data.shape
+    (3,)
     """
     size = check_image_size(image_size, allow_none=True)
     _check_loading_options(n_jobs, verbose)
@@ -507,8 +592,11 @@ def load_images(
             f"Found no images in {', '.join(map(repr, map(os.fspath, paths)))}; "
             f"expected files ending in {', '.join(IMAGE_EXTENSIONS)}."
         )
+    if paths_only:
+        filenames = np.asarray(files, dtype=str)
+        return Bunch(data=filenames, filenames=filenames, skipped=[])
     decoded = _decode_all(files, size, n_jobs, verbose)
-    skipped = _report_unreadable(files, decoded, strict, where="the given paths")
+    skipped = report_unreadable(files, decoded, strict, where="the given paths")
     kept = [i for i, result in enumerate(decoded) if not isinstance(result, str)]
     if not kept:
         raise ValueError(

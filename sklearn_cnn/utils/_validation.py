@@ -20,6 +20,7 @@ Every estimator takes the same ``image_shape`` parameter (documented once, in
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,6 +186,44 @@ def _infer_layout(
     )
 
 
+def is_file_paths(X) -> bool:
+    """True when ``X`` is a non-empty list, tuple or 1-D array of paths.
+
+    Paths are ``str`` or ``os.PathLike``; a 1-D array of them is what
+    ``train_test_split`` and the cross-validation splitters hand on.
+    """
+    if isinstance(X, AugmentedImages):
+        # Augmenters pass image files on inside their container.
+        X = X.to_numpy()
+    if isinstance(X, (list, tuple)):
+        if not X or not isinstance(X[0], (str, os.PathLike)):
+            return False
+        X = np.asarray(X, dtype=object)
+    elif not isinstance(X, np.ndarray):
+        # pandas Series and other 1-D containers of strings.
+        if getattr(X, "ndim", None) != 1 or getattr(X, "dtype", None) is None:
+            return False
+        X = np.asarray(X)
+    if X.ndim != 1 or len(X) == 0 or X.dtype.kind not in "OU":
+        return False
+    return X.dtype.kind == "U" or all(
+        isinstance(path, (str, os.PathLike)) for path in X
+    )
+
+
+def reject_file_paths(estimator, X) -> None:
+    """A clear error for an estimator that needs pixels but was given file paths."""
+    if is_file_paths(X):
+        example = str(next(iter(X.to_numpy() if hasattr(X, "to_numpy") else X)))
+        raise TypeError(
+            f"{type(estimator).__name__} needs decoded pixels but got image file "
+            f"paths (for example {example!r}). Only CNNImageClassifier reads image "
+            "files: drop this step and give the classifier image_size=(height, "
+            "width), or load the images first with "
+            "sklearn_cnn.datasets.load_image_folder."
+        )
+
+
 def _without_recipe(X):
     """The images an :class:`AugmentedImages` holds, quietly; anything else as is.
 
@@ -238,6 +277,7 @@ def validate_images(
     y : ndarray or None
         The validated labels, when ``y`` was given.
     """
+    reject_file_paths(estimator, X)
     check_params = dict(
         accept_sparse=False,
         dtype="numeric",
