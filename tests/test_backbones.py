@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from skorch.callbacks import Callback
 
 from sklearn_cnn import CNNImageClassifier, load_model, save_model
 from sklearn_cnn.augmentation import RandomHorizontalFlip
+from sklearn_cnn.datasets import load_image_folder
 from sklearn_cnn.inspection import layer_trace
 from sklearn_cnn.preprocessing import ImageScaler, ImageStandardizer
 
@@ -246,3 +248,17 @@ def test_save_model_refuses_a_module_backbone(tmp_path):
     clf = CNNImageClassifier(backbone=module, **FAST).fit(X, y)
     with pytest.raises(TypeError, match=r"backbone=Sequential\): it is Python code"):
         save_model(clf, tmp_path / "model.safetensors")
+
+
+def test_image_files_get_the_weights_normalization(resnet18_state, tmp_path):
+    X, y = make_images(n=8)
+    for i, (pixels, label) in enumerate(zip(X, y)):
+        (tmp_path / "images" / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
+    paths, labels = load_image_folder(
+        tmp_path / "images", paths_only=True, return_X_y=True
+    )
+    clf = CNNImageClassifier(backbone="resnet18", weights="DEFAULT", **FAST)
+    clf.fit(paths, labels)
+    assert clf.input_normalization_["mean"] == pytest.approx((0.485, 0.456, 0.406))
+    assert clf.predict(paths).shape == (8,)
