@@ -136,8 +136,8 @@ class CNNImageClassifier(ClassifierMixin, BaseEstimator):
         module used as the body (it maps images to feature vectors or feature
         maps; maps are averaged). Its final layer is replaced by a new linear
         head sized for the classes. Images are used at the size given: resize
-        them with :class:`~sklearn_cnn.preprocessing.ImageResizer` (ImageNet
-        weights saw 224 px). See :ref:`pretrained`.
+        them with :class:`~sklearn_cnn.preprocessing.ImageResizer`, or files
+        with ``image_size`` (ImageNet weights saw 224 px). See :ref:`pretrained`.
     weights : None, str or path-like, default=None
         Weights of the ``backbone``: None keeps a random initialization;
         ``"DEFAULT"`` or a torchvision weights entry name (``"IMAGENET1K_V1"``)
