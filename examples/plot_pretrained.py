@@ -91,8 +91,8 @@ for name, model in models.items():
     print(f"{name.replace(chr(10), ' ')}: test accuracy {scores[name]:.3f}")
 
 # %%
-# The pretrained body carries over what it learned about strokes and shapes;
-# from scratch, fifty images are not enough to learn it. The fixed features and
+# The pretrained body carries over what it learned about strokes and shapes,
+# which fifty images alone teach a network trained from scratch less well. The fixed features and
 # a logistic regression have no network weight to move and are fitted to
 # convergence, which makes them a strong first try with a few dozen labels;
 # fine-tuning adapts the features themselves, and gains with more labels.
