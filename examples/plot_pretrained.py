@@ -92,10 +92,11 @@ for name, model in models.items():
 
 # %%
 # The pretrained body carries over what it learned about strokes and shapes,
-# which fifty images alone teach a network trained from scratch less well. The fixed features and
-# a logistic regression have no network weight to move and are fitted to
-# convergence, which makes them a strong first try with a few dozen labels;
-# fine-tuning adapts the features themselves, and gains with more labels.
+# which fifty images alone teach a network trained from scratch less well. The
+# fixed features and a logistic regression have no network weight to move and
+# are fitted to convergence, which makes them a strong first try with a few
+# dozen labels; fine-tuning adapts the features themselves, and gains with
+# more labels.
 figure, ax = plt.subplots(figsize=(6, 3), layout="constrained")
 ax.barh(list(scores), list(scores.values()), color=["0.6", "C0", "C1"])
 ax.set_xlim(0, 1)
