@@ -196,3 +196,18 @@ def test_timm_backbone_and_file(tmp_path):
     torch.testing.assert_close(
         extractor.network_.body.conv1.weight.cpu(), state["conv1.weight"]
     )
+
+
+def test_timm_weights_offline_say_what_to_do(monkeypatch):
+    pytest.importorskip("timm")
+    import timm.models._builder as timm_builder
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network in tests")
+
+    # timm fetches pretrained weights from the Hugging Face hub or a URL.
+    monkeypatch.setattr(timm_builder, "load_state_dict_from_hf", no_network)
+    monkeypatch.setattr(timm_builder, "load_state_dict_from_url", no_network)
+    X, _ = make_images(n=2)
+    with pytest.raises(FileNotFoundError, match="weights=<that file>"):
+        CNNFeatureExtractor("timm/resnet18", weights="DEFAULT").fit(X)
