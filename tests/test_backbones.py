@@ -177,6 +177,17 @@ def test_grid_search_over_fine_tuning_parameters(resnet18_state):
     assert search.best_params_["freeze_epochs"] in (0, 1)
 
 
+def test_grid_search_over_backbones():
+    X, y = make_images(n=12, n_classes=2)
+    search = GridSearchCV(
+        CNNImageClassifier(**FAST),
+        {"backbone": ["resnet18", "mobilenet_v3_small"]},
+        cv=2,
+    ).fit(X, y)
+    assert search.best_estimator_.backbone in ("resnet18", "mobilenet_v3_small")
+    assert search.best_estimator_.predict(X).shape == (12,)
+
+
 def test_random_weights_train_everything_at_lr():
     X, y = make_images(n=12)
     clf = CNNImageClassifier(backbone="mobilenet_v3_small", **FAST).fit(X, y)
