@@ -43,7 +43,9 @@ def add_parser(commands) -> None:
             "pixels, hold out test images, set up random augmentation, train a "
             "convolutional network and evaluate it on the test images. Then trace "
             "one prediction layer by layer, save the fitted pipeline and write "
-            "plots to a report folder."
+            "plots to a report folder. The images of a folder are read from their "
+            "files batch by batch as the network trains, so a folder larger than "
+            "memory trains too."
         ),
     )
     _add_data_options(parser)
@@ -59,8 +61,8 @@ def _add_data_options(parser) -> None:
         nargs="?",
         metavar="DATA_DIR",
         help=(
-            "folder with one sub-folder of images per class; default: the embedded "
-            "cats and dogs silhouettes"
+            "folder with one sub-folder of images per class, read batch by batch; "
+            "default: the embedded cats and dogs silhouettes, held in memory"
         ),
     )
     group = parser.add_argument_group("data")
