@@ -171,15 +171,16 @@ def test_train_on_an_image_folder_in_process(tmp_path, capsys, loading_spy):
     status = main(
         ["train", str(folder), "--epochs", "1", "--image-size", "16"]
         + ["--filters", "4", "--dense-units", "8", "--test-size", "4"]
-        + ["--augment", "none", "--format", "pickle", "--output", str(model)]
+        + ["--n-samples", "14", "--augment", "none", "--format", "pickle"]
+        + ["--output", str(model)]
         + ["--report", ""]
     )
     out = capsys.readouterr().out
     assert status == 0
-    assert "16 image files, 2 classes (cat 8, dog 8)" in out
+    assert "14 image files, 2 classes (cat 7, dog 7)" in out
     assert f"from folder {folder}" in out
     assert "decodes them to 16x16 pixels batch by batch" in out
-    assert "12 training, 4 testing" in out
+    assert "10 training, 4 testing" in out
     assert "[4/6] Augmentation\n      none" in out
     assert "on images decoded to 16x16 pixels x 3 color channels" in out
     assert model.is_file() and "Report:" not in out
@@ -187,7 +188,7 @@ def test_train_on_an_image_folder_in_process(tmp_path, capsys, loading_spy):
     # The classifier got the paths of the training files, not their pixels, and
     # only the image of the layer trace was decoded.
     (X_fit,) = loading_spy.fitted
-    assert X_fit.shape == (12,) and str(X_fit[0]).endswith(".png")
+    assert X_fit.shape == (10,) and str(X_fit[0]).endswith(".png")
     assert loading_spy.folder_listings() == [True]
     assert loading_spy.decoded() == 1
     # The pickled model loads back for prediction.
