@@ -86,8 +86,9 @@ def readable(paths, *labels, where: str):
     """
     import numpy as np
 
-    paths = np.asarray(paths)
-    errors = _open_errors([str(path) for path in paths])
+    # Python strings, not NumPy's: messages that name a file show it plainly.
+    paths = np.asarray([str(path) for path in paths], dtype=object)
+    errors = _open_errors(list(paths))
     skipped = [(path, error) for path, error in zip(paths, errors) if error]
     if len(skipped) == len(paths):
         from .common import CommandError
@@ -95,7 +96,7 @@ def readable(paths, *labels, where: str):
         path, error = skipped[0]
         raise CommandError(
             f"none of the {len(paths)} image file(s) in {where} could be read; the "
-            f"first one, {str(path)!r}, failed with {error}"
+            f"first one, {path!r}, failed with {error}"
         )
     if skipped:
         listed = "\n".join(
