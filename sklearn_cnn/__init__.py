@@ -5,6 +5,7 @@ from . import _lazy
 __version__ = "0.1.0"
 
 __all__ = [
+    "CNNFeatureExtractor",
     "CNNImageClassifier",
     "__version__",
     "load_model",
@@ -17,6 +18,7 @@ _public_attribute, __dir__ = _lazy.attach(
     submodules=["augmentation", "datasets", "inspection", "preprocessing", "utils"],
     attributes={
         "_classifier": ["CNNImageClassifier"],
+        "_features": ["CNNFeatureExtractor"],
         "_persistence": ["load_model", "save_model"],
     },
 )

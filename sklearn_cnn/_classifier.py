@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -21,6 +22,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 from skorch.helper import predefined_split
 
+from ._backbones import (
+    BackboneNetwork,
+    Normalization,
+    input_normalization,
+    load_backbone,
+)
 from ._files import validate_image_files
 from ._network import ConvNet
 from ._training import (
@@ -32,6 +39,7 @@ from ._training import (
     TrainingCheckpoint,
     _EpochProgressBar,
     _StoppingEarly,
+    body_freezing,
     cosine_schedule,
     predict_logits,
 )
@@ -59,6 +67,15 @@ _OPTIMIZERS = {
     "adamw": (torch.optim.AdamW, {}),
     "sgd": (torch.optim.SGD, {"momentum": 0.9}),
 }
+
+# Optimizers with a fused implementation (torch >= 2.4 on CPUs, CUDA earlier).
+_FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
+
+
+def _has_fused_kernels(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and torch.__version__ >= (2, 4)
 
 
 class _TrainingSet(NamedTuple):
@@ -110,6 +127,35 @@ class CNNImageClassifier(ClassifierMixin, BaseEstimator):
         Lazy layers (``nn.LazyLinear``, ``nn.LazyConv2d``) work: one forward
         pass of a zero batch of the images' shape gives them their sizes before
         the optimizer is built, so a head needs no computed input size.
+    backbone : str, torch.nn.Module or None, default=None
+        A pretrained network to fine-tune instead of the built-in one: the
+        name of a torchvision classification model (``"resnet18"``,
+        ``"mobilenet_v3_small"``; see
+        ``torchvision.models.list_models(module=torchvision.models)``),
+        ``"timm/<name>"`` for a timm model (``pip install timm``), or a torch
+        module used as the body (it maps images to feature vectors or feature
+        maps; maps are averaged). Its final layer is replaced by a new linear
+        head sized for the classes. Images are used at the size given: resize
+        them with :class:`~sklearn_cnn.preprocessing.ImageResizer`, or files
+        with ``image_size`` (ImageNet weights saw 224 px). See :ref:`pretrained`.
+    weights : None, str or path-like, default=None
+        Weights of the ``backbone``: None keeps a random initialization;
+        ``"DEFAULT"`` or a torchvision weights entry name (``"IMAGENET1K_V1"``)
+        loads torchvision's weights through its cache
+        (``$TORCH_HOME/hub/checkpoints/``, downloading when online: offline, the
+        error names the file to put there); for timm, ``"DEFAULT"`` loads timm's
+        pretrained weights; a ``.safetensors``, ``.pt`` or ``.pth`` path loads
+        that state dict. The input normalization the weights expect (ImageNet's
+        mean and std) is applied inside the network, unless the images given to
+        ``fit`` are outside [0, 1], that is, already standardized (by an
+        ``ImageStandardizer(preset="imagenet")`` in the Pipeline).
+    freeze_epochs : int, default=1
+        With ``weights``, the number of first epochs in which the backbone is
+        frozen and only the new head trains; then everything trains, the
+        backbone at ``backbone_lr``. 0 trains everything from the start.
+    backbone_lr : float or None, default=None
+        Learning rate of the backbone once unfrozen, when ``weights`` is given;
+        None means ``lr / 10``. Without ``weights`` every layer trains at ``lr``.
     epochs : int, default=5
         Number of passes over the training data.
     batch_size : int, default=16
@@ -231,6 +277,10 @@ default='adam'
         ``partial_fit``).
     device_ : str
         The device the network lives on.
+    input_normalization_ : dict or None
+        ``{"mean": ..., "std": ...}`` the backbone's network applies to the
+        [0, 1] pixels, or None: no backbone, weights that expect none, or
+        training images standardized already.
 
     See Also
     --------
@@ -256,6 +306,10 @@ default='adam'
         "dense_units": [Interval(Integral, 1, None, closed="left"), None],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "module": [None, callable],
+        "backbone": [None, str, torch.nn.Module],
+        "weights": [None, str, os.PathLike],
+        "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
+        "backbone_lr": [Interval(Real, 0, None, closed="neither"), None],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -289,6 +343,10 @@ default='adam'
         dense_units=64,
         dropout=0.0,
         module=None,
+        backbone=None,
+        weights=None,
+        freeze_epochs=1,
+        backbone_lr=None,
         epochs=5,
         batch_size=16,
         lr=1e-3,
@@ -318,6 +376,10 @@ default='adam'
         self.dense_units = dense_units
         self.dropout = dropout
         self.module = module
+        self.backbone = backbone
+        self.weights = weights
+        self.freeze_epochs = freeze_epochs
+        self.backbone_lr = backbone_lr
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -523,6 +585,11 @@ list of paths
                 self, X, y, reset=not continuing, image_shape=self.image_shape
             )
             self._check_image_size_of_arrays()
+        if not continuing:
+            # Files are decoded to uint8 pixels, which the batches scale to [0, 1].
+            self.input_normalization_ = self._input_normalization(
+                X_nchw if files is None else None
+            )
         check_classification_targets(y)
         y_encoded, classes_ = self._encode_labels(y, classes, continuing)
         if sample_weight is not None:
@@ -752,12 +819,18 @@ list of paths
             random_state=seed % (2**32),
         )
 
-    def _build_net(self, classes_, y_encoded, device, sample_weight=None):
+    def _build_net(
+        self, classes_, y_encoded, device, sample_weight=None, *, load_weights=True
+    ):
         channels, height, width = self._image_chw()
         module, module_kwargs = self._module_spec(
-            channels, len(classes_), height, width
+            channels, len(classes_), height, width, load_weights=load_weights
         )
         optimizer, optimizer_kwargs = self._optimizer_spec()
+        if optimizer in _FUSED_OPTIMIZERS and _has_fused_kernels(device):
+            # One kernel for all parameters instead of a dozen small ops each:
+            # resnet18's Adam step measured 0.067 s -> 0.010 s on a CPU core.
+            optimizer_kwargs.setdefault("optimizer__fused", True)
         # One loss per image: the net weighs and averages them (get_loss).
         criterion_kwargs = {"criterion__reduction": "none"}
         if self.class_weight is not None:
@@ -797,6 +870,8 @@ list of paths
         callbacks = list(self.callbacks or [])
         if self.lr_schedule == "cosine":
             callbacks.append(("lr_schedule", cosine_schedule(self.epochs)))
+        if self._fine_tuning() and self.freeze_epochs:
+            callbacks += body_freezing("body.*", self.freeze_epochs)
         if self.early_stopping:
             callbacks.append(
                 (
@@ -823,7 +898,21 @@ list of paths
         height, width, channels = self.image_shape_
         return channels, height, width
 
-    def _module_spec(self, channels, n_classes, height, width):
+    def _module_spec(self, channels, n_classes, height, width, *, load_weights):
+        if self.backbone is not None:
+            # load_model rebuilds the architecture only: the file has the weights.
+            weights = self.weights if load_weights else None
+            backbone = load_backbone(
+                self.backbone, weights, in_channels=channels, image_size=(height, width)
+            )
+            normalization = self.input_normalization_
+            return BackboneNetwork(
+                backbone.body,
+                backbone.n_features,
+                n_classes,
+                normalization=normalization and Normalization(**normalization),
+                rgb=backbone.rgb,
+            ), {}
         if self.module is None:
             return ConvNet, {
                 "module__in_channels": channels,
@@ -856,7 +945,34 @@ list of paths
         kwargs = {f"optimizer__{key}": value for key, value in defaults.items()}
         if self.weight_decay:
             kwargs["optimizer__weight_decay"] = self.weight_decay
+        if self._fine_tuning():
+            backbone_lr = self.lr / 10 if self.backbone_lr is None else self.backbone_lr
+            kwargs["optimizer__param_groups"] = [("body.*", {"lr": backbone_lr})]
         return optimizer, kwargs
+
+    def _fine_tuning(self):
+        """True when pretrained weights are fine-tuned (frozen, then a lower lr)."""
+        return self.backbone is not None and self.weights is not None
+
+    def _input_normalization(self, X_nchw):
+        """The fitted ``input_normalization_``, after checking the backbone params.
+
+        ``X_nchw`` None stands for uint8 images, read from files.
+        """
+        if self.backbone is None:
+            if self.weights is not None:
+                raise ValueError(
+                    f"weights={self.weights!r} needs a backbone: pass, for "
+                    "example, backbone='resnet18'."
+                )
+            return None
+        if self.module is not None:
+            raise ValueError(
+                "module and backbone cannot both be given: a backbone brings its "
+                "own network. Pass one of them."
+            )
+        normalization = input_normalization(self.backbone, self.weights, X_nchw)
+        return None if normalization is None else dataclasses.asdict(normalization)
 
     def _class_weights(self, classes_, y_encoded, sample_weight=None):
         if self.class_weight == "balanced":
@@ -987,7 +1103,12 @@ list of paths
         with seeded_random_ops(0):
             # Balanced class weights need the training labels: the saved criterion
             # state replaces these placeholder weights.
-            net = self._build_net(self.classes_, np.arange(len(self.classes_)), device)
+            net = self._build_net(
+                self.classes_,
+                np.arange(len(self.classes_)),
+                device,
+                load_weights=False,
+            )
             net.initialize()
         for row in self.history_:
             net.history.new_epoch()
@@ -1027,13 +1148,16 @@ list of paths
         """
         from .utils._saved_state import PICKLE_HINT, fitted_attributes
 
-        if self.module is not None:
-            module = self.module
-            shown = getattr(module, "__qualname__", type(module).__qualname__)
+        for name in ("module", "backbone"):
+            value = getattr(self, name)
+            if value is None or (name == "backbone" and isinstance(value, str)):
+                continue
+            shown = getattr(value, "__qualname__", type(value).__qualname__)
             raise TypeError(
                 f"save_model cannot save a CNNImageClassifier with a custom network "
-                f"(module={shown}): it is Python code, which a model file cannot "
-                f"hold; load_model only rebuilds the built-in network. {PICKLE_HINT}"
+                f"({name}={shown}): it is Python code, which a model file cannot "
+                "hold; load_model only rebuilds the built-in network and backbones "
+                f"given by name. {PICKLE_HINT}"
             )
         for name in ("optimizer", "callbacks"):
             value = getattr(self, name)

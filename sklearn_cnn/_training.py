@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,9 +30,11 @@ from skorch.callbacks import (
     Callback,
     EarlyStopping,
     EpochTimer,
+    Freezer,
     LRScheduler,
     PassthroughScoring,
     PrintLog,
+    Unfreezer,
 )
 from skorch.dataset import unpack_data
 from skorch.history import History
@@ -686,6 +689,23 @@ def _plain(value):
 def cosine_schedule(epochs: int) -> LRScheduler:
     """Cosine annealing of the learning rate over ``epochs``, stepped per epoch."""
     return LRScheduler(policy="CosineAnnealingLR", T_max=epochs)
+
+
+def body_freezing(pattern: str, epochs: int) -> list[tuple[str, Callback]]:
+    """skorch's Freezer for the first ``epochs`` epochs, then its Unfreezer.
+
+    Frozen again at the start of each of those epochs, so that training resumed
+    from a checkpoint inside them stays frozen. (A frozen body's batch norm is
+    kept in evaluation mode by the network, ``BackboneNetwork.train``.)
+    """
+    return [
+        ("freeze_body", Freezer(pattern, at=partial(_epoch_at_most, epochs=epochs))),
+        ("unfreeze_body", Unfreezer(pattern, at=epochs + 1)),
+    ]
+
+
+def _epoch_at_most(net, *, epochs: int) -> bool:
+    return len(net.history) <= epochs
 
 
 class _StoppingEarly(EarlyStopping):

@@ -35,6 +35,8 @@ FAST_PARAMS = {
         epochs=10, filters=(8,), dense_units=16, batch_size=32, lr=0.01, random_state=0
     ),
     "ImageResizer": dict(size=(4, 4)),
+    # A small, quickly built torchvision network (random weights: no download).
+    "CNNFeatureExtractor": dict(backbone="mobilenet_v3_small", precision="float32"),
 }
 
 # Augmenters: ``fit_transform`` draws one random augmentation while

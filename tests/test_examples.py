@@ -59,6 +59,7 @@ def test_cells_end_without_printing_an_object(path):
         "plot_grid_search.py",
         "plot_image_classification_pipeline.py",
         "plot_image_folder.py",
+        "plot_pretrained.py",
         "plot_save_load.py",
     ],
 )

@@ -9,7 +9,11 @@ import torch
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from .._backbones import BackboneNetwork
 from ..utils._validation import validate_images
+
+# A backbone body with fewer top-level blocks than this is shown one level deeper.
+_MIN_BACKBONE_ROWS = 4
 
 
 @dataclass(frozen=True)
@@ -182,12 +186,47 @@ def _output_shape(output) -> tuple[int, ...]:
     return ()
 
 
+def _traced_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The layers that get a row: every leaf, or a backbone's blocks.
+
+    A pretrained backbone has dozens of layers (resnet18: 60): its rows are the
+    body's top-level blocks (``body.layer1``), each with all the parameters
+    inside it, then the head, so that the table stays readable.
+    """
+    if not isinstance(module, BackboneNetwork):
+        return [
+            (name, layer)
+            for name, layer in module.named_modules()
+            if next(layer.children(), None) is None
+        ]
+    blocks = list(module.body.named_children()) or [("", module.body)]
+    if len(blocks) < _MIN_BACKBONE_ROWS:
+        # Bodies such as MobileNet's keep their blocks in one Sequential.
+        blocks = [
+            (f"{name}.{inner}", layer)
+            for name, block in blocks
+            for inner, layer in (
+                block.named_children()
+                if isinstance(block, torch.nn.Sequential)
+                else [("", block)]
+            )
+        ]
+    rows = [
+        ("body." + name.strip("."), layer)
+        for name, layer in blocks
+        if not isinstance(layer, torch.nn.Identity)  # the replaced final layer
+    ]
+    return [*rows, ("head", module.head)]
+
+
 def layer_trace(estimator, X, *, index=0):
     """Trace one image through a fitted network, layer by layer.
 
     Runs a real forward pass of one image and records, for every layer in the
     order it runs, its output shape and number of parameters, like Keras's
     ``model.summary()``, together with the softmax probabilities of each class.
+    A pretrained ``backbone`` is summarized by block (``body.layer1``, with
+    the parameters of all its layers), then its new ``head``.
     With a Pipeline, the image first goes through the steps before the
     classifier (their ``transform``; augmenters leave images unchanged at this
     stage).
@@ -260,15 +299,12 @@ def layer_trace(estimator, X, *, index=0):
     module = classifier.net_.module_
     parameters = list(module.parameters())
     device = parameters[0].device if parameters else torch.device("cpu")
-    leaves = [
-        (name, layer)
-        for name, layer in module.named_modules()
-        if next(layer.children(), None) is None
-    ]
+    leaves = _traced_layers(module)
     rows: list[LayerRow] = [LayerRow("input", "Input", tuple(images.shape), 0)]
 
     def recorder(name, layer):
-        n_parameters = sum(p.numel() for p in layer.parameters(recurse=False))
+        # A leaf owns its parameters; a backbone's block counts all inside it.
+        n_parameters = sum(p.numel() for p in layer.parameters())
 
         def hook(_, __, output):
             rows.append(
