@@ -362,6 +362,38 @@ def test_predict_and_evaluate_a_pipeline_of_augmenters_fitted_on_files(
     assert loading_spy.decoded() == 0
 
 
+def test_train_fine_tunes_a_backbone_from_a_state_dict_file(
+    tmp_path, capsys, monkeypatch
+):
+    """--backbone and --weights, offline: the weights come from a file."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty torch cache"))
+
+    def no_network(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    folder = write_folder(tmp_path / "data", n_per_class=6, size=8)
+    model = tmp_path / "model.safetensors"
+    status = main(
+        ["train", str(folder), "--backbone", "resnet18", "--weights", str(weights)]
+        + ["--image-size", "32", "--epochs", "1", "--test-size", "4"]
+        + ["--output", str(model), "--report", ""]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert f"resnet18 (weights {weights}) -> linear head over 2 classes" in out
+    assert "backbone frozen for the first 1 epoch(s)" in out
+    assert "on images decoded to 32x32 pixels x 3 color channels" in out
+    assert "of 4 test images correctly" in out
+    assert "body.layer4" in out  # the trace goes through the backbone
+    assert model.is_file()
+
+
 # -- bad input: one line on stderr, non-zero exit, no traceback -----------------------
 def assert_one_line_error(status, capsys, match):
     err = capsys.readouterr().err

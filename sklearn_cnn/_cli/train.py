@@ -128,6 +128,23 @@ def _add_classifier_options(parser) -> None:
         "network and training", argument_default=argparse.SUPPRESS
     )
     group.add_argument(
+        "--backbone",
+        dest=f"{CLASSIFIER}__backbone",
+        metavar="NAME",
+        help="fine-tune a torchvision network, such as resnet18 or "
+        "mobilenet_v3_small, or timm/NAME for a timm one, instead of the built-in "
+        "CNN; --filters and --dense-units then do not apply (default: the "
+        "built-in CNN)",
+    )
+    group.add_argument(
+        "--weights",
+        dest=f"{CLASSIFIER}__weights",
+        metavar="WEIGHTS",
+        help="starting weights of the --backbone: DEFAULT or a torchvision weights "
+        "name such as IMAGENET1K_V1 (from the torch cache, downloaded when online), "
+        "or a .safetensors, .pt or .pth state-dict file (default: random)",
+    )
+    group.add_argument(
         "--filters",
         dest=f"{CLASSIFIER}__filters",
         type=parsing.filters,
@@ -474,6 +491,11 @@ def _training_stage(args, augmenter, X_train, y_train, *, files: bool):
 
 
 def _describe_network(classifier, *, n_classes: int) -> str:
+    backbone = getattr(classifier, "backbone", None)
+    if backbone is not None:
+        weights = classifier.weights
+        start = "random weights" if weights is None else f"weights {weights}"
+        return f"{backbone} ({start}) -> linear head over {n_classes} classes"
     layers = [f"conv {n}" for n in classifier.filters]
     if classifier.dense_units:
         layers.append(f"dense {classifier.dense_units}")
@@ -483,9 +505,12 @@ def _describe_network(classifier, *, n_classes: int) -> str:
 
 def _describe_training(classifier) -> str:
     decay = " with cosine decay" if classifier.lr_schedule == "cosine" else ""
+    frozen = ""
+    if getattr(classifier, "weights", None) is not None and classifier.freeze_epochs:
+        frozen = f", backbone frozen for the first {classifier.freeze_epochs} epoch(s)"
     return (
         f"{classifier.epochs} epochs, batch size {classifier.batch_size}, learning "
-        f"rate {classifier.lr:g}{decay}, device {classifier.device}"
+        f"rate {classifier.lr:g}{decay}{frozen}, device {classifier.device}"
     )
 
 
