@@ -3,7 +3,8 @@
 A thin layer over the public API: data from :mod:`sklearn_cnn.datasets`, a
 Pipeline of :class:`~sklearn_cnn.preprocessing.ImageScaler`,
 :class:`~sklearn_cnn.augmentation.RandomAugment` and
-:class:`~sklearn_cnn.CNNImageClassifier`, traces and plots from
+:class:`~sklearn_cnn.CNNImageClassifier` for the embedded data, the classifier
+alone, reading image files batch by batch, for a folder; traces and plots from
 :mod:`sklearn_cnn.inspection`. Each sub-command lives in a module of its own in
 ``sklearn_cnn/_cli/``. Nothing in the package imports this module.
 

@@ -64,6 +64,49 @@ def images(tmp_path_factory):
     return write_folder(tmp_path_factory.mktemp("images"))
 
 
+class LoadingSpy:
+    """What the data set loaders and the classifier's ``fit`` were given."""
+
+    def __init__(self):
+        self.loads = []  # (function name, paths_only, number of files)
+        self.fitted = []  # the X of each CNNImageClassifier.fit
+
+    def folder_listings(self) -> list[bool]:
+        """``paths_only`` of each call of load_image_folder."""
+        return [listed for name, listed, _ in self.loads if name == "load_image_folder"]
+
+    def decoded(self) -> int:
+        """How many image files the loaders decoded, all calls together."""
+        return sum(n_files for _, listed, n_files in self.loads if not listed)
+
+
+@pytest.fixture
+def loading_spy(monkeypatch):
+    """Record the loaders' calls and the X of ``fit``, through the public names."""
+    import sklearn_cnn.datasets as datasets
+    from sklearn_cnn import CNNImageClassifier
+
+    spy = LoadingSpy()
+    for name in ("load_image_folder", "load_images"):
+        loader = getattr(datasets, name)
+
+        def spying(*args, name=name, loader=loader, **kwargs):
+            result = loader(*args, **kwargs)
+            filenames = result[0] if isinstance(result, tuple) else result.filenames
+            spy.loads.append((name, kwargs.get("paths_only", False), len(filenames)))
+            return result
+
+        monkeypatch.setattr(datasets, name, spying)
+    fit = CNNImageClassifier.fit
+
+    def spying_fit(self, X, y, **kwargs):
+        spy.fitted.append(X)
+        return fit(self, X, y, **kwargs)
+
+    monkeypatch.setattr(CNNImageClassifier, "fit", spying_fit)
+    return spy
+
+
 # -- train -------------------------------------------------------------------------
 def test_train_prints_the_six_stages_with_shapes(trained):
     _, _, result = trained
@@ -122,29 +165,39 @@ def test_train_saves_exactly_the_output_path_and_the_report(trained):
             assert image.size[0] > 100
 
 
-def test_train_on_an_image_folder_in_process(tmp_path, capsys):
+def test_train_on_an_image_folder_in_process(tmp_path, capsys, loading_spy):
     folder = write_folder(tmp_path / "data", n_per_class=8, size=12)
     model = tmp_path / "model.pkl"
     status = main(
         ["train", str(folder), "--epochs", "1", "--image-size", "16"]
         + ["--filters", "4", "--dense-units", "8", "--test-size", "4"]
-        + ["--augment", "none", "--format", "pickle", "--output", str(model)]
+        + ["--n-samples", "14", "--augment", "none", "--format", "pickle"]
+        + ["--output", str(model)]
         + ["--report", ""]
     )
     out = capsys.readouterr().out
     assert status == 0
-    assert "16 images x 16x16 pixels x 3 color channels" in out
+    assert "14 image files, 2 classes (cat 7, dog 7)" in out
     assert f"from folder {folder}" in out
-    assert "12 training, 4 testing" in out
+    assert "decodes them to 16x16 pixels batch by batch" in out
+    assert "10 training, 4 testing" in out
     assert "[4/6] Augmentation\n      none" in out
+    assert "on images decoded to 16x16 pixels x 3 color channels" in out
     assert model.is_file() and "Report:" not in out
     assert f"Saved the fitted pipeline to {model} (pickle)" in out
+    # The classifier got the paths of the training files, not their pixels, and
+    # only the image of the layer trace was decoded.
+    (X_fit,) = loading_spy.fitted
+    assert X_fit.shape == (10,) and str(X_fit[0]).endswith(".png")
+    assert loading_spy.folder_listings() == [True]
+    assert loading_spy.decoded() == 1
     # The pickled model loads back for prediction.
     assert (
         main(["predict", str(model), str(folder / "cat"), "--output-format", "json"])
         == 0
     )
     assert len(json.loads(capsys.readouterr().out)) == 8
+    assert loading_spy.decoded() == 1
 
 
 # -- predict and evaluate -------------------------------------------------------------
@@ -183,6 +236,162 @@ def test_evaluate_prints_the_evaluation_stage(trained, images, tmp_path, capsys)
     assert "precision" in out and "recall" in out
     assert (report / "confusion_matrix.png").is_file()
     assert not (report / "training_curves.png").exists()
+
+
+# -- folders: the classifier reads the files batch by batch ---------------------------
+@pytest.fixture(scope="module")
+def folder_with_a_broken_file(tmp_path_factory):
+    """32 PNG files of 8x8 pixels, two classes, and one file that is no image."""
+    root = write_folder(tmp_path_factory.mktemp("files") / "data", 16, size=8)
+    (root / "cat" / "broken.png").write_bytes(b"not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained_on_files(folder_with_a_broken_file, tmp_path_factory):
+    """One real ``train FOLDER`` run, shared by the tests below."""
+    out = tmp_path_factory.mktemp("trained_on_files")
+    model, report = out / "model.safetensors", out / "report"
+    result = run_cli(
+        "train", folder_with_a_broken_file, "--epochs", "1", "--image-size", "8",
+        "--filters", "4", "--dense-units", "8", "--test-size", "8",
+        "--output", model, "--report", report,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return model, report, result
+
+
+def test_train_folder_prints_the_stages_of_streamed_files(trained_on_files):
+    model, report, result = trained_on_files
+    out = result.stdout
+    assert "[1/6] Data loading\n      32 image files, 2 classes (cat 16, dog 16)" in out
+    assert "listed without decoding: the classifier decodes them to 8x8 pixels" in out
+    assert "X 32 file paths; y (32,) <U3" in out
+    assert "0.0-1.0 by the classifier, batch by batch" in out
+    assert "no ImageScaler step" in out
+    assert "24 training, 8 testing" in out
+    assert "X_train 24 file paths, X_test 8 file paths" in out
+    assert "random horizontal flip, random rotation up to 15 degrees" in out
+    assert "train_loss" in out and "trained 1 epochs on cpu" in out
+    assert "on images decoded to 8x8 pixels x 3 color channels" in out
+    assert "[6/6] Evaluation on the 8 test images" in out
+    assert "of 8 test images correctly" in out
+    assert "Prediction trace of test image 0 (true label:" in out
+    assert "input (Input)             (1, 3, 8, 8)" in out
+    assert f"Saved the fitted pipeline to {model} (safetensors)" in out
+    # The file that is no image is skipped with one warning naming it.
+    assert result.stderr.count("warning: Skipped 1 unreadable image file(s) of 33") == 1
+    assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+    assert model.is_file()
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["n_images"] == 8 and len(metrics["history"]) == 1
+    for plot in ("training_curves.png", "confusion_matrix.png", "predictions.png"):
+        with Image.open(report / plot) as image:
+            assert image.size[0] > 100
+
+
+def test_predict_streams_the_files_of_a_model_trained_on_files(
+    trained_on_files, folder_with_a_broken_file, capsys, loading_spy
+):
+    model, _, _ = trained_on_files
+    folder = folder_with_a_broken_file
+    with pytest.warns(UserWarning, match=r"(?s)Skipped 1 unreadable.*broken\.png"):
+        status = main(["predict", str(model), str(folder), "--output-format", "json"])
+    assert status == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 32 and {row["label"] for row in rows} <= {"cat", "dog"}
+    assert loading_spy.decoded() == 0  # the classifier read the files itself
+
+
+def test_evaluate_streams_the_folder_and_decodes_only_the_grid(
+    trained_on_files, folder_with_a_broken_file, tmp_path, capsys, loading_spy
+):
+    model, _, _ = trained_on_files
+    report = tmp_path / "evaluation"
+    with pytest.warns(UserWarning, match="broken.png"):
+        status = main(
+            ["evaluate", str(model), str(folder_with_a_broken_file)]
+            + ["--report", str(report)]
+        )
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "[6/6] Evaluation on the 32 images of" in out
+    assert "32 images x 8x8 pixels x 3 color channels, decoded batch by batch" in out
+    assert "of 32 images correctly" in out
+    assert json.loads((report / "metrics.json").read_text())["n_images"] == 32
+    with Image.open(report / "predictions.png") as image:
+        assert image.size[0] > 100
+    assert (report / "confusion_matrix.png").is_file()
+    assert loading_spy.folder_listings() == [True]
+    assert loading_spy.decoded() == 16  # the prediction grid only
+
+
+def test_predict_and_evaluate_a_pipeline_of_augmenters_fitted_on_files(
+    folder_with_a_broken_file, tmp_path, capsys, loading_spy
+):
+    """A model fitted on paths in Python at their own size, read by the command."""
+    import joblib
+    from sklearn.pipeline import Pipeline
+
+    from sklearn_cnn import CNNImageClassifier
+    from sklearn_cnn.augmentation import RandomHorizontalFlip
+    from sklearn_cnn.datasets import load_image_folder
+
+    paths, y = load_image_folder(
+        folder_with_a_broken_file, paths_only=True, return_X_y=True
+    )
+    readable = [not path.endswith("broken.png") for path in paths]
+    model = Pipeline(
+        [
+            ("flip", RandomHorizontalFlip(random_state=0)),
+            ("cnn", CNNImageClassifier(filters=(4,), dense_units=8, epochs=1)),
+        ]
+    ).fit(paths[readable], y[readable])
+    joblib.dump(model, tmp_path / "model.pkl")
+    # Larger than the 8x8 files it was fitted on: resized to the fitted size.
+    large = tmp_path / "large.png"
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(large)
+    status = main(["predict", str(tmp_path / "model.pkl"), str(large)])
+    assert status == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(str(large))
+    with pytest.warns(UserWarning, match="broken.png"):
+        status = main(
+            ["evaluate", str(tmp_path / "model.pkl"), str(folder_with_a_broken_file)]
+        )
+    assert status == 0 and "of 32 images correctly" in capsys.readouterr().out
+    assert loading_spy.decoded() == 0
+
+
+def test_train_fine_tunes_a_backbone_from_a_state_dict_file(
+    tmp_path, capsys, monkeypatch
+):
+    """--backbone and --weights, offline: the weights come from a file."""
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty torch cache"))
+
+    def no_network(url, *args, **kwargs):
+        raise AssertionError(f"tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    folder = write_folder(tmp_path / "data", n_per_class=6, size=8)
+    model = tmp_path / "model.safetensors"
+    status = main(
+        ["train", str(folder), "--backbone", "resnet18", "--weights", str(weights)]
+        + ["--image-size", "32", "--epochs", "1", "--test-size", "4"]
+        + ["--output", str(model), "--report", ""]
+    )
+    out = capsys.readouterr().out
+    assert status == 0
+    assert f"resnet18 (weights {weights}) -> linear head over 2 classes" in out
+    assert "backbone frozen for the first 1 epoch(s)" in out
+    assert "on images decoded to 32x32 pixels x 3 color channels" in out
+    assert "of 4 test images correctly" in out
+    assert "body.layer4" in out  # the trace goes through the backbone
+    assert model.is_file()
 
 
 # -- bad input: one line on stderr, non-zero exit, no traceback -----------------------

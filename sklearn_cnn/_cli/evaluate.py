@@ -1,11 +1,16 @@
-"""``sklearn-cnn evaluate``: the evaluation stage of ``train`` on a labelled folder."""
+"""``sklearn-cnn evaluate``: the evaluation stage of ``train`` on a labelled folder.
+
+A model trained on files is handed the folder's file paths and decodes them
+batch by batch; only the images of the report's prediction grid are decoded
+here. A model whose first step needs pixels gets the folder decoded.
+"""
 
 from __future__ import annotations
 
 from . import parsing
 from .common import PROGRAM, CommandError, class_counts, stage
 from .models import input_size, load_model, to_channels
-from .report import check_report_folder, evaluate, finish, write_report
+from .report import GRID_SIZE, check_report_folder, evaluate, finish, write_report
 
 
 def add_parser(commands) -> None:
@@ -44,6 +49,8 @@ def run(args, started: float) -> int:
 
     from sklearn_cnn.datasets import load_image_folder
 
+    from .images import decode_at_fitted_size, readable, reads_files, shown_images
+
     if args.report:
         check_report_folder(args.report)
     model = load_model(args.model)
@@ -53,17 +60,29 @@ def run(args, started: float) -> int:
             f"'{PROGRAM} evaluate' needs a model trained on named classes"
         )
     size, channels = input_size(model, args.image_size)
-    data = load_image_folder(args.data_dir, image_size=size, verbose="auto")
-    X, y = to_channels(data.data, channels), data.target
-    height, width = X.shape[1:3]
+    files = reads_files(model)
+    if files:
+        # Streamed: the classifier decodes the files batch by batch.
+        X, y = load_image_folder(args.data_dir, paths_only=True, return_X_y=True)
+        X, y = readable(X, y, where=repr(args.data_dir))
+        decode_at_fitted_size(model, args.image_size)
+        how = ", decoded batch by batch"
+    else:
+        data = load_image_folder(args.data_dir, image_size=size, verbose="auto")
+        X, y = to_channels(data.data, channels), data.target
+        size, channels, how = X.shape[1:3], X.shape[3], ""
+    height, width = size
     stage(
         6,
         f"Evaluation on the {len(X)} images of {args.data_dir}",
-        f"{len(X)} images x {height}x{width} pixels x {X.shape[3]} color channels, "
-        f"{len(data.target_names)} classes ({class_counts(y)})",
+        f"{len(X)} images x {height}x{width} pixels x {channels} color channels"
+        f"{how}, {len(np.unique(y))} classes ({class_counts(y)})",
     )
     metrics = evaluate(model, X, y, what="images")
     plotted = True
     if args.report:
-        plotted = write_report(args.report, model, X, y, metrics, history=False)
+        # Spread over the folder, which is sorted by class: every class shows.
+        picked = np.unique(np.linspace(0, len(X) - 1, GRID_SIZE).round().astype(int))
+        shown = shown_images(model, X[picked], y[picked], files=files)
+        plotted = write_report(args.report, model, shown, metrics, history=False)
     return finish(started, plotted=plotted)

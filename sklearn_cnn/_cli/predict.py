@@ -1,4 +1,9 @@
-"""``sklearn-cnn predict``: the label and its probability for each image."""
+"""``sklearn-cnn predict``: the label and its probability for each image.
+
+A model trained on files (see :func:`.images.reads_files`) is handed the file
+paths and decodes them batch by batch; a model whose first step needs pixels
+(the ImageScaler of one trained on the embedded data) gets them decoded here.
+"""
 
 from __future__ import annotations
 
@@ -58,9 +63,19 @@ def _predictions(model, paths, image_size) -> list[dict]:
 
     from sklearn_cnn.datasets import load_images
 
-    size, channels = input_size(model, image_size)
-    images = load_images(paths, image_size=size)
-    probabilities = model.predict_proba(to_channels(images.data, channels))
+    from .images import decode_at_fitted_size, readable, reads_files
+
+    if reads_files(model):
+        filenames = readable(
+            load_images(paths, paths_only=True).filenames, where="the given paths"
+        )
+        decode_at_fitted_size(model, image_size)
+        probabilities = model.predict_proba(filenames)
+    else:
+        size, channels = input_size(model, image_size)
+        images = load_images(paths, image_size=size)
+        probabilities = model.predict_proba(to_channels(images.data, channels))
+        filenames = images.filenames
     classes = model.classes_
     return [
         {
@@ -72,7 +87,7 @@ def _predictions(model, paths, image_size) -> list[dict]:
             },
         }
         for path, i, row in zip(
-            images.filenames, np.argmax(probabilities, axis=1), probabilities
+            filenames, np.argmax(probabilities, axis=1), probabilities
         )
     ]
 

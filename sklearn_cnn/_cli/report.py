@@ -10,6 +10,8 @@ from pathlib import Path
 from ..utils._io import write_atomically
 from .common import CommandError, indent
 
+# How many test images the prediction grid shows.
+GRID_SIZE = 16
 PLOTS_SKIPPED = (
     "Plots skipped: matplotlib is not installed. Install it with "
     "'pip install matplotlib' and run the command again to get the plots."
@@ -101,15 +103,20 @@ def check_report_folder(folder: str) -> None:
         )
 
 
-def write_report(folder, model, X, y, metrics: dict, *, history: bool) -> bool:
-    """Metrics and plots in ``folder``; False when the plots had to be skipped."""
+def write_report(folder, model, shown, metrics: dict, *, history: bool) -> bool:
+    """Metrics and plots in ``folder``; False when the plots had to be skipped.
+
+    ``shown`` is ``(estimator, images, labels)``: the few decoded images of the
+    prediction grid, and what predicts them. The confusion matrix is the one in
+    ``metrics``, so that no image is predicted twice.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     metrics_path = folder / "metrics.json"
     write_atomically(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
     written = [metrics_path]
     try:
-        written += _write_plots(folder, model, X, y, history=history)
+        written += _write_plots(folder, model, shown, metrics, history=history)
     except ImportError as error:
         if error.name is None or not error.name.startswith("matplotlib"):
             raise
@@ -124,11 +131,14 @@ def _save_png(figure, stream) -> None:
     figure.savefig(stream, format="png", dpi=100)
 
 
-def _write_plots(folder: Path, model, X, y, *, history: bool) -> list[Path]:
+def _write_plots(
+    folder: Path, model, shown, metrics: dict, *, history: bool
+) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
     from sklearn.metrics import ConfusionMatrixDisplay
 
     from sklearn_cnn.inspection import plot_history, plot_predictions
@@ -136,10 +146,15 @@ def _write_plots(folder: Path, model, X, y, *, history: bool) -> list[Path]:
     figures = {}
     if history:
         figures["training_curves.png"] = plot_history(model)[0].figure
-    display = ConfusionMatrixDisplay.from_estimator(model, X, y, cmap="Blues")
+    display = ConfusionMatrixDisplay(
+        np.asarray(metrics["confusion_matrix"]), display_labels=model.classes_
+    ).plot(cmap="Blues")
     display.ax_.set_title("Confusion matrix")
     figures["confusion_matrix.png"] = display.figure_
-    figures["predictions.png"] = plot_predictions(model, X, y, n=16)
+    estimator, images, labels = shown
+    figures["predictions.png"] = plot_predictions(
+        estimator, images, labels, n=GRID_SIZE
+    )
     written = []
     for name, figure in figures.items():
         write_atomically(folder / name, functools.partial(_save_png, figure))

@@ -1,5 +1,11 @@
 """``sklearn-cnn train``: the six stages, a prediction trace, the model file, a report.
 
+The embedded data set is trained on in memory, as an array of pixels scaled by
+an ImageScaler. A folder is trained on as file paths, which the classifier
+decodes batch by batch (see :ref:`large_data`): memory holds a few decoded
+batches whatever the size of the folder, and only the images that the trace and
+the prediction grid show are decoded here.
+
 Every stage is a function of its own, called in order by :func:`run`. A flag that
 sets a parameter of the classifier stores its value under ``cnn__<parameter>``
 (see :func:`_add_classifier_options`), and :func:`_training_stage` hands every
@@ -15,8 +21,9 @@ from pathlib import Path
 
 from . import parsing
 from .common import CommandError, class_counts, indent, shape, stage
+from .images import shown_images
 from .models import FORMATS, SUFFIXES, check_output_path, save_model
-from .report import check_report_folder, evaluate, finish, write_report
+from .report import GRID_SIZE, check_report_folder, evaluate, finish, write_report
 
 DEFAULT_REPORT_DIR = "sklearn_cnn_report"
 DEFAULT_MODEL_STEM = "sklearn_cnn_model"
@@ -36,7 +43,9 @@ def add_parser(commands) -> None:
             "pixels, hold out test images, set up random augmentation, train a "
             "convolutional network and evaluate it on the test images. Then trace "
             "one prediction layer by layer, save the fitted pipeline and write "
-            "plots to a report folder."
+            "plots to a report folder. The images of a folder are read from their "
+            "files batch by batch as the network trains, so a folder larger than "
+            "memory trains too."
         ),
     )
     _add_data_options(parser)
@@ -52,8 +61,8 @@ def _add_data_options(parser) -> None:
         nargs="?",
         metavar="DATA_DIR",
         help=(
-            "folder with one sub-folder of images per class; default: the embedded "
-            "cats and dogs silhouettes"
+            "folder with one sub-folder of images per class, read batch by batch; "
+            "default: the embedded cats and dogs silhouettes, held in memory"
         ),
     )
     group = parser.add_argument_group("data")
@@ -117,6 +126,23 @@ def _add_classifier_options(parser) -> None:
     """
     group = parser.add_argument_group(
         "network and training", argument_default=argparse.SUPPRESS
+    )
+    group.add_argument(
+        "--backbone",
+        dest=f"{CLASSIFIER}__backbone",
+        metavar="NAME",
+        help="fine-tune a torchvision network, such as resnet18 or "
+        "mobilenet_v3_small, or timm/NAME for a timm one, instead of the built-in "
+        "CNN; --filters and --dense-units then do not apply (default: the "
+        "built-in CNN)",
+    )
+    group.add_argument(
+        "--weights",
+        dest=f"{CLASSIFIER}__weights",
+        metavar="WEIGHTS",
+        help="starting weights of the --backbone: DEFAULT or a torchvision weights "
+        "name such as IMAGENET1K_V1 (from the torch cache, downloaded when online), "
+        "or a .safetensors, .pt or .pth state-dict file (default: random)",
     )
     group.add_argument(
         "--filters",
@@ -210,21 +236,23 @@ def run(args, started: float) -> int:
     # Split before anything is printed: a --test-size that does not fit the data
     # is an error in the options, reported before any stage.
     X_train, X_test, y_train, y_test = _split(X, y, args)
-    _data_stage(X, y, origin)
-    _preprocessing_stage(X)
-    _split_stage(X_train, X_test, args.seed)
+    files = args.data_dir is not None
+    _data_stage(X, y, origin, image_size=args.image_size if files else None)
+    _preprocessing_stage(None if files else X)
+    _split_stage(X_train, X_test, args.seed, files=files)
     augmenter = _augmentation_stage(args)
-    model = _training_stage(args, augmenter, X_train, y_train)
+    model = _training_stage(args, augmenter, X_train, y_train, files=files)
     metrics = _evaluation_stage(model, X_test, y_test)
-    _print_prediction_trace(model, X_test[0], y_test[0])
+    # The trace shows one test image, the report's grid a few more.
+    n_shown = GRID_SIZE if args.report else 1
+    shown = shown_images(model, X_test[:n_shown], y_test[:n_shown], files=files)
+    _print_prediction_trace(shown)
     save_model(model, output, args.format)
     print(f"Saved the fitted pipeline to {output} ({args.format})")
     plotted = True
     if args.report:
         metrics["history"] = model[-1].history_
-        plotted = write_report(
-            args.report, model, X_test, y_test, metrics, history=True
-        )
+        plotted = write_report(args.report, model, shown, metrics, history=True)
     return finish(started, plotted=plotted)
 
 
@@ -276,10 +304,15 @@ def _check_device(name: str) -> None:
 
 
 def _load_data(args):
-    """Images, labels and where they came from; the stage is printed later."""
+    """Images (pixels, or the paths of a folder's files), labels and where they
+    came from; the stage is printed later.
+    """
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
     from sklearn_cnn.datasets import load_cats_dogs, load_image_folder
+
+    from .images import readable
 
     if args.data_dir is None:
         data = load_cats_dogs(
@@ -289,11 +322,18 @@ def _load_data(args):
         )
         origin = "the embedded cats and dogs silhouettes (Animal-MNIST, MIT License)"
         return data.data, data.target, origin
-    data = load_image_folder(args.data_dir, image_size=args.image_size, verbose="auto")
-    X, y = data.data, data.target
+    X, y = load_image_folder(args.data_dir, paths_only=True, return_X_y=True)
     if args.n_samples is not None and args.n_samples < len(X):
         X, _, y, _ = train_test_split(
             X, y, train_size=args.n_samples, stratify=y, random_state=args.seed
+        )
+    X, y = readable(X, y, where=repr(args.data_dir))
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise CommandError(
+            f"found a single class in {args.data_dir!r} with readable images: "
+            f"{classes[0]!r}. A classifier needs at least two classes: add one "
+            "sub-folder of images per class"
         )
     return X, y, f"folder {args.data_dir}"
 
@@ -312,22 +352,46 @@ def _split(X, y, args):
         ) from None
 
 
-def _data_stage(X, y, origin: str) -> None:
+def _data_stage(X, y, origin: str, *, image_size) -> None:
+    """Images in memory; or, with ``image_size``, the files they are read from."""
     import numpy as np
 
+    classes = f"{len(np.unique(y))} classes ({class_counts(y)})"
+    if image_size is not None:
+        height, width = image_size
+        stage(
+            1,
+            "Data loading",
+            f"{len(X)} image files, {classes}",
+            f"from {origin}",
+            f"listed without decoding: the classifier decodes them to {height}x"
+            f"{width} pixels batch by batch as it trains, so memory holds a few "
+            "batches, not the folder",
+            f"X {len(X)} file paths; y {shape(y)}",
+        )
+        return
     height, width, channels = X.shape[1:]
     stage(
         1,
         "Data loading",
         f"{len(X)} images x {height}x{width} pixels x {channels} color channels, "
-        f"{len(np.unique(y))} classes ({class_counts(y)})",
+        f"{classes}",
         f"from {origin}",
         f"X {shape(X)}, pixels {X.min()}-{X.max()}; y {shape(y)}",
     )
 
 
 def _preprocessing_stage(X) -> None:
-    """The pipeline's first step, shown on a few images."""
+    """The pipeline's first step, shown on a few images; None for files."""
+    if X is None:
+        stage(
+            2,
+            "Preprocessing",
+            "pixels 0-255 -> 0.0-1.0 by the classifier, batch by batch as the files "
+            "are decoded: no ImageScaler step, which would need every image "
+            "decoded in memory",
+        )
+        return
     from sklearn_cnn.preprocessing import ImageScaler
 
     sample = ImageScaler().fit_transform(X[:16])
@@ -340,12 +404,17 @@ def _preprocessing_stage(X) -> None:
     )
 
 
-def _split_stage(X_train, X_test, seed: int) -> None:
+def _split_stage(X_train, X_test, seed: int, *, files: bool) -> None:
+    shapes = (
+        f"X_train {len(X_train)} file paths, X_test {len(X_test)} file paths"
+        if files
+        else f"X_train {shape(X_train)}, X_test {shape(X_test)}"
+    )
     stage(
         3,
         "Train/test split",
         f"{len(X_train)} training, {len(X_test)} testing (stratified, seed {seed})",
-        f"X_train {shape(X_train)}, X_test {shape(X_test)}",
+        shapes,
     )
 
 
@@ -375,8 +444,15 @@ def _augmentation_stage(args):
     return RandomAugment(steps=steps, random_state=args.seed)
 
 
-def _training_stage(args, augmenter, X_train, y_train):
-    """The fitted pipeline: scaler, augmenter (if any) and classifier."""
+def _training_stage(args, augmenter, X_train, y_train, *, files: bool):
+    """The fitted pipeline: scaler, augmenter (if any) and classifier for pixels;
+    the classifier alone, with the augmenter as its ``augment``, for files.
+
+    Image files go to the classifier, which decodes them at ``--image-size``,
+    scales their pixels and augments them batch by batch. An augmenter given as
+    its parameter, rather than as a Pipeline step, sees no files at all: the
+    saved model holds the classifier and its parameters only.
+    """
     import numpy as np
     from sklearn.pipeline import Pipeline
 
@@ -384,8 +460,14 @@ def _training_stage(args, augmenter, X_train, y_train):
     from sklearn_cnn.preprocessing import ImageScaler
 
     classifier = CNNImageClassifier(random_state=args.seed, verbose=1)
-    steps = [("scale", ImageScaler()), ("augment", augmenter), (CLASSIFIER, classifier)]
-    model = Pipeline([step for step in steps if step[1] is not None])
+    if files:
+        classifier.set_params(image_size=args.image_size, augment=augmenter)
+        steps = [(CLASSIFIER, classifier)]
+    else:
+        steps = [("scale", ImageScaler()), ("augment", augmenter)]
+        steps = [step for step in steps if step[1] is not None]
+        steps.append((CLASSIFIER, classifier))
+    model = Pipeline(steps)
     model.set_params(**_classifier_parameters(args))
     stage(
         5,
@@ -399,10 +481,21 @@ def _training_stage(args, augmenter, X_train, y_train):
         f"      trained {classifier.n_iter_} epochs on {classifier.device_} in "
         f"{time.perf_counter() - start:.1f} s"
     )
+    if files:
+        height, width, channels = classifier.image_shape_
+        print(
+            f"      on images decoded to {height}x{width} pixels x {channels} color "
+            "channels"
+        )
     return model
 
 
 def _describe_network(classifier, *, n_classes: int) -> str:
+    backbone = getattr(classifier, "backbone", None)
+    if backbone is not None:
+        weights = classifier.weights
+        start = "random weights" if weights is None else f"weights {weights}"
+        return f"{backbone} ({start}) -> linear head over {n_classes} classes"
     layers = [f"conv {n}" for n in classifier.filters]
     if classifier.dense_units:
         layers.append(f"dense {classifier.dense_units}")
@@ -412,9 +505,12 @@ def _describe_network(classifier, *, n_classes: int) -> str:
 
 def _describe_training(classifier) -> str:
     decay = " with cosine decay" if classifier.lr_schedule == "cosine" else ""
+    frozen = ""
+    if getattr(classifier, "weights", None) is not None and classifier.freeze_epochs:
+        frozen = f", backbone frozen for the first {classifier.freeze_epochs} epoch(s)"
     return (
         f"{classifier.epochs} epochs, batch size {classifier.batch_size}, learning "
-        f"rate {classifier.lr:g}{decay}, device {classifier.device}"
+        f"rate {classifier.lr:g}{decay}{frozen}, device {classifier.device}"
     )
 
 
@@ -423,9 +519,10 @@ def _evaluation_stage(model, X_test, y_test) -> dict:
     return evaluate(model, X_test, y_test, what="test images")
 
 
-def _print_prediction_trace(model, image, label) -> None:
+def _print_prediction_trace(shown) -> None:
     from sklearn_cnn.inspection import layer_trace
 
-    print(f"\nPrediction trace of test image 0 (true label: {label})")
-    print(indent(str(layer_trace(model, image))))
+    estimator, images, labels = shown
+    print(f"\nPrediction trace of test image 0 (true label: {labels[0]})")
+    print(indent(str(layer_trace(estimator, images[0]))))
     print()
