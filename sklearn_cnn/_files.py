@@ -121,7 +121,7 @@ def validate_image_files(
             f"{type(estimator).__name__} requires y to be passed, but the target y "
             "is None."
         )
-    paths = [os.fspath(path) for path in X]
+    paths = [str(os.fspath(path)) for path in X]
     if validate_y:
         y = column_or_1d(np.asarray(y), warn=True)
         check_consistent_length(paths, y)

@@ -264,11 +264,14 @@ class ImageFiles:
                     grayscale=channels == 1,
                 )
             except Exception as error:
-                # Listed as readable when the call began: gone or changed since.
+                # Its header opened when the call began: its pixels are damaged,
+                # or it was moved or changed since.
                 raise OSError(
-                    f"Cannot read image file {path!r}: {type(error).__name__}: "
-                    f"{error}. It was readable when this call began; image files "
-                    "must stay in place, unchanged, until fit or predict returns."
+                    f"Cannot decode image file {path!r}: {type(error).__name__}: "
+                    f"{error}. Its header could be read when this call began: the "
+                    "file is damaged (truncated pixels, say) or was moved or changed "
+                    "since; image files must stay in place, unchanged, until fit or "
+                    "predict returns."
                 ) from error
             if image.shape[:2] != (height, width):
                 raise ValueError(

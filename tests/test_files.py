@@ -255,7 +255,7 @@ def test_file_vanishing_during_fit_is_a_clear_error_and_changes_nothing(files):
     history = list(clf.history_)
     clf.set_params(warm_start=True, callbacks=[_DeleteAfterFirstEpoch(paths[0])])
     with pytest.raises(
-        OSError, match=r"Cannot read image file .*000.png.*stay in place"
+        OSError, match=r"Cannot decode image file .*000.png.*stay in place"
     ):
         clf.fit(paths, y)
     assert clf.history_ == history
@@ -378,6 +378,27 @@ def test_saved_model_of_files_predicts_files(files, tmp_path):
     np.testing.assert_allclose(
         loaded.predict_proba(paths), clf.predict_proba(paths), atol=1e-6
     )
+
+
+def test_pipeline_of_augmenters_fitted_on_files_saves_and_predicts_arrays(
+    files, tmp_path
+):
+    from sklearn_cnn import load_model, save_model
+
+    paths, y = files
+    model = Pipeline([("flip", RandomHorizontalFlip()), ("cnn", fast())])
+    model.fit(paths, y)
+    assert model[0].fitted_on_files_
+    save_model(model, tmp_path / "model.safetensors")
+    loaded = load_model(tmp_path / "model.safetensors")
+    decoded = load_image_folder(tmp_path / "images", image_size=8, return_X_y=True)[0]
+    np.testing.assert_allclose(
+        loaded.predict_proba(decoded), model.predict_proba(paths), atol=1e-5
+    )
+    # Refitted on arrays, the augmenter records their shape again.
+    model[0].fit(decoded)
+    assert not hasattr(model[0], "fitted_on_files_")
+    assert model[0].image_shape_ == (8, 8, 3)
 
 
 # -- CUDA (skipped without a GPU) -----------------------------------------------------

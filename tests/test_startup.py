@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ["torch", "torchvision", "skorch", "accelerate", "matplotlib", "sklearn"]
 PUBLIC = {
     "sklearn_cnn": [
+        "CNNFeatureExtractor",
         "CNNImageClassifier",
         "__version__",
         "load_model",

@@ -76,9 +76,18 @@ class BaseAugmenter(ImageStepMixin):
         self : object
         """
         self._check_params()
-        if not is_file_paths(X):
+        if is_file_paths(X):
+            self._fit_files()
+        else:
+            vars(self).pop("fitted_on_files_", None)
             self._validate_images(X, reset=True)
         return self
+
+    def _fit_files(self) -> None:
+        """Fitted on image files: their pixels are first seen by the classifier."""
+        for name in ("n_features_in_", "image_shape_", "feature_names_in_"):
+            vars(self).pop(name, None)
+        self.fitted_on_files_ = True
 
     def _check_params(self) -> None:
         """Check what ``_parameter_constraints`` cannot express (ranges, pairs)."""
@@ -101,6 +110,9 @@ class BaseAugmenter(ImageStepMixin):
             # Image files pass through to CNNImageClassifier, which decodes them.
             return X
         check_is_fitted(self)
+        if getattr(self, "fitted_on_files_", False):
+            # No image shape was recorded at fit; the classifier checks images.
+            return X
         X_nchw, layout = self._validate_images(X, reset=False)
         if isinstance(X, AugmentedImages):
             return X
@@ -129,7 +141,9 @@ class BaseAugmenter(ImageStepMixin):
         """
         self._check_params()
         if is_file_paths(X):
+            self._fit_files()
             return self._pass_files_on(X)
+        vars(self).pop("fitted_on_files_", None)
         X_nchw, layout = self._validate_images(X, reset=True)
         value_range = 255.0 if X_nchw.dtype == np.uint8 else 1.0
         generator = torch.Generator().manual_seed(resolve_seed(self.random_state))
