@@ -138,19 +138,22 @@ class CNNFeatureExtractor(
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Load the network for images shaped like ``X``.
+        """Load the backbone and its weights for images shaped like ``X``.
+
+        Nothing is learned from ``X``: its image shape is recorded, and the
+        backbone is built for its number of channels.
 
         Parameters
         ----------
         X : array-like of images
-            ``(n, H, W, C)``, ``(n, C, H, W)``, ``(n, H, W)`` or flattened.
+            In any layout :class:`~sklearn_cnn.CNNImageClassifier` takes.
         y : None
             Ignored.
 
         Returns
         -------
         self : object
-            The fitted extractor.
+            The extractor, ready to ``transform``.
         """
         X_nchw, _ = validate_images(self, X, reset=True)
         channels, height, width = X_nchw.shape[1:]

@@ -27,13 +27,7 @@ def add_parser(commands) -> None:
     parser.add_argument(
         "data_dir", metavar="DATA_DIR", help="folder with one sub-folder per class"
     )
-    parser.add_argument(
-        "--image-size",
-        type=parsing.image_size,
-        default=None,
-        metavar="SIZE",
-        help="resize images to SIZE (default: the size the model was trained on)",
-    )
+    parsing.add_image_size_option(parser)
     parser.add_argument(
         "--report",
         metavar="DIR",

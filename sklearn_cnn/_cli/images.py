@@ -9,10 +9,7 @@ decoded here.
 from __future__ import annotations
 
 import os
-import warnings
 
-# How many unreadable files the warning names before summarising the rest.
-_MAX_LISTED = 10
 # Below this many files, opening them in threads costs more than it saves.
 _PARALLEL_THRESHOLD = 64
 _CHUNK = 256
@@ -98,18 +95,9 @@ def readable(paths, *labels, where: str):
             f"none of the {len(paths)} image file(s) in {where} could be read; the "
             f"first one, {path!r}, failed with {error}"
         )
-    if skipped:
-        listed = "\n".join(
-            f"  {path}: {error}" for path, error in skipped[:_MAX_LISTED]
-        )
-        if len(skipped) > _MAX_LISTED:
-            listed += f"\n  ... and {len(skipped) - _MAX_LISTED} more"
-        warnings.warn(
-            f"Skipped {len(skipped)} unreadable image file(s) of {len(paths)} in "
-            f"{where}:\n{listed}",
-            UserWarning,
-            stacklevel=2,
-        )
+    from sklearn_cnn.datasets._folder import report_unreadable
+
+    report_unreadable(paths, errors, strict=False, where=where, stacklevel=3)
     kept = np.asarray([error is None for error in errors])
     if not labels:
         return paths[kept]

@@ -59,49 +59,35 @@ def share_or_count(text: str) -> float | int:
     )
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, convert, low, high, expected: str):
+    """``convert(text)`` if it lies in ``[low, high]``; else a usage error."""
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        value = None
+    if value is None or not low <= value <= high or value != value:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, float("inf"), "a positive integer")
 
 
 def seed(text: str) -> int:
     """The seeds scikit-learn accepts: 0 to 2**32 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer from 0 to 4294967295, got {text!r}"
-        )
-    return value
+    return _number(text, int, 0, 2**32 - 1, "an integer from 0 to 4294967295")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
+    value = _number(text, float, 0, float("inf"), "a positive number")
+    if value == 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
 def degrees(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 180:
-        raise argparse.ArgumentTypeError(
-            f"expected an angle from 0 to 180 degrees, got {text!r}"
-        )
-    return value
+    return _number(text, float, 0, 180, "an angle from 0 to 180 degrees")
 
 
 def filters(text: str) -> tuple[int, ...]:
@@ -128,3 +114,14 @@ def augmentations(text: str) -> tuple[str, ...]:
             f"comma-separated list of {', '.join(AUGMENTATIONS)}"
         )
     return tuple(dict.fromkeys(names))
+
+
+def add_image_size_option(parser) -> None:
+    """``--image-size`` of the commands that apply a fitted model."""
+    parser.add_argument(
+        "--image-size",
+        type=image_size,
+        default=None,
+        metavar="SIZE",
+        help="resize images to SIZE (default: the size the model was trained on)",
+    )

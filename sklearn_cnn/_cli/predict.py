@@ -36,13 +36,7 @@ def add_parser(commands) -> None:
         default=OUTPUT_FORMATS[0],
         help="how to print the predictions (default: table)",
     )
-    parser.add_argument(
-        "--image-size",
-        type=parsing.image_size,
-        default=None,
-        metavar="SIZE",
-        help="resize images to SIZE (default: the size the model was trained on)",
-    )
+    parsing.add_image_size_option(parser)
     parser.set_defaults(run=run)
 
 

@@ -118,6 +118,34 @@ def _add_augmentation_options(parser) -> None:
     )
 
 
+# Classifier flags of one value each: flag, parameter, parser, metavar, help.
+_TRAINING_FLAGS = (
+    (
+        "--filters",
+        "filters",
+        parsing.filters,
+        "LIST",
+        "convolution filters per block, such as 16,32,64",
+    ),
+    (
+        "--dense-units",
+        "dense_units",
+        parsing.positive_int,
+        "N",
+        "units of the hidden dense layer",
+    ),
+    ("--epochs", "epochs", parsing.positive_int, "N", "training epochs"),
+    (
+        "--batch-size",
+        "batch_size",
+        parsing.positive_int,
+        "N",
+        "images per training step",
+    ),
+    ("--lr", "lr", parsing.positive_float, "RATE", "learning rate"),
+)
+
+
 def _add_classifier_options(parser) -> None:
     """Flags passed to the classifier: ``dest`` is ``cnn__`` + its parameter.
 
@@ -144,42 +172,14 @@ def _add_classifier_options(parser) -> None:
         "name such as IMAGENET1K_V1 (from the torch cache, downloaded when online), "
         "or a .safetensors, .pt or .pth state-dict file (default: random)",
     )
-    group.add_argument(
-        "--filters",
-        dest=f"{CLASSIFIER}__filters",
-        type=parsing.filters,
-        metavar="LIST",
-        help="convolution filters per block, such as 16,32,64 (default: the "
-        "classifier's)",
-    )
-    group.add_argument(
-        "--dense-units",
-        dest=f"{CLASSIFIER}__dense_units",
-        type=parsing.positive_int,
-        metavar="N",
-        help="units of the hidden dense layer (default: the classifier's)",
-    )
-    group.add_argument(
-        "--epochs",
-        dest=f"{CLASSIFIER}__epochs",
-        type=parsing.positive_int,
-        metavar="N",
-        help="training epochs (default: the classifier's)",
-    )
-    group.add_argument(
-        "--batch-size",
-        dest=f"{CLASSIFIER}__batch_size",
-        type=parsing.positive_int,
-        metavar="N",
-        help="images per training step (default: the classifier's)",
-    )
-    group.add_argument(
-        "--lr",
-        dest=f"{CLASSIFIER}__lr",
-        type=parsing.positive_float,
-        metavar="RATE",
-        help="learning rate (default: the classifier's)",
-    )
+    for flag, parameter, parse, metavar, text in _TRAINING_FLAGS:
+        group.add_argument(
+            flag,
+            dest=f"{CLASSIFIER}__{parameter}",
+            type=parse,
+            metavar=metavar,
+            help=f"{text} (default: the classifier's)",
+        )
     group.add_argument(
         "--device",
         dest=f"{CLASSIFIER}__device",

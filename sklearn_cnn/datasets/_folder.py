@@ -563,12 +563,11 @@ def load_images(
     --------
     >>> import tempfile
     >>> from pathlib import Path
-    >>> import numpy as np
     >>> from PIL import Image
     >>> from sklearn_cnn.datasets import load_images
     >>> folder = Path(tempfile.mkdtemp())
     >>> for i in range(3):
-    ...     Image.fromarray(np.zeros((10, 10), np.uint8)).save(folder / f"{i}.png")
+    ...     Image.new("L", (10, 10)).save(folder / f"{i}.png")
     >>> images = load_images(folder, image_size=8)
     >>> images.data.shape
     (3, 8, 8, 3)

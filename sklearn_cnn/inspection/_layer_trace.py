@@ -257,12 +257,10 @@ def layer_trace(estimator, X, *, index=0):
 
     Examples
     --------
-    >>> import numpy as np
     >>> from sklearn_cnn import CNNImageClassifier
+    >>> from sklearn_cnn.datasets import load_cats_dogs
     >>> from sklearn_cnn.inspection import layer_trace
-    >>> rng = np.random.RandomState(0)
-    >>> X = rng.randint(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
-    >>> y = np.array(["cat", "dog"] * 10)
+    >>> X, y = load_cats_dogs(image_size=8, n_samples=20, return_X_y=True)
     >>> clf = CNNImageClassifier(filters=(4,), dense_units=8, epochs=1,
     ...                          random_state=0).fit(X, y)
     >>> trace = layer_trace(clf, X[0])

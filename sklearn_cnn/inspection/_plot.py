@@ -147,12 +147,10 @@ def plot_predictions(estimator, X, y=None, n=16, *, n_cols=None):
 
     Examples
     --------
-    >>> import numpy as np
     >>> from sklearn_cnn import CNNImageClassifier
+    >>> from sklearn_cnn.datasets import load_cats_dogs
     >>> from sklearn_cnn.inspection import plot_predictions
-    >>> rng = np.random.RandomState(0)
-    >>> X = rng.randint(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
-    >>> y = np.array(["cat", "dog"] * 10)
+    >>> X, y = load_cats_dogs(image_size=8, n_samples=20, return_X_y=True)
     >>> clf = CNNImageClassifier(filters=(4,), epochs=1, random_state=0).fit(X, y)
     >>> figure = plot_predictions(clf, X, y, n=6)
     >>> len([ax for ax in figure.axes if ax.get_title()])
