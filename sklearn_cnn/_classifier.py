@@ -234,6 +234,11 @@ default='adam'
         which must then be the same for all. Only used when ``X`` holds file
         paths: see :ref:`large_data`. Colour files are read as RGB; when every
         training file is grayscale, as one gray channel.
+    color_mode : {'auto', 'rgb', 'grayscale'}, default='auto'
+        The channels of images decoded from files given as ``X``: 'auto' reads
+        one gray channel when every training file is grayscale and RGB
+        otherwise; 'rgb' and 'grayscale' convert every file (a pretrained
+        backbone, say, wants RGB even from gray scans). Decided at ``fit``.
     unreadable_files : {'skip', 'raise'}, default='skip'
         What ``fit`` does with image files given as ``X`` that cannot be
         opened: 'skip' trains without them, with one warning naming them (as
@@ -330,6 +335,7 @@ default='adam'
         "verbose": ["verbose"],
         "image_shape": IMAGE_SHAPE_CONSTRAINT,
         "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "color_mode": [StrOptions({"auto", "rgb", "grayscale"})],
         "unreadable_files": [StrOptions({"skip", "raise"})],
         "cache_decoded": ["boolean"],
         "checkpoint": [str, os.PathLike, None],
@@ -367,6 +373,7 @@ default='adam'
         verbose=0,
         image_shape=None,
         image_size=None,
+        color_mode="auto",
         unreadable_files="skip",
         cache_decoded=False,
         checkpoint=None,
@@ -400,6 +407,7 @@ default='adam'
         self.verbose = verbose
         self.image_shape = image_shape
         self.image_size = image_size
+        self.color_mode = color_mode
         self.unreadable_files = unreadable_files
         self.cache_decoded = cache_decoded
         self.checkpoint = checkpoint
@@ -639,6 +647,7 @@ list of paths
             reset=not continuing,
             image_size=self.image_size,
             skip_unreadable=self.unreadable_files == "skip",
+            color_mode=self.color_mode,
             stacklevel=9,  # the caller of fit, through _fit_context
         )
 

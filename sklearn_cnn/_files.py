@@ -83,6 +83,7 @@ def validate_image_files(
     reset: bool,
     image_size=None,
     skip_unreadable: bool = True,
+    color_mode: str = "auto",
     stacklevel: int = 3,
 ):
     """Validate image files (and labels) for ``estimator``, reading only headers.
@@ -105,6 +106,10 @@ def validate_image_files(
     skip_unreadable : bool
         True skips files that cannot be opened, with one warning naming them;
         False raises a ``ValueError`` naming the first one.
+    color_mode : {"auto", "rgb", "grayscale"}
+        The channels decided at ``reset=True``: "auto" reads one gray channel
+        when every file is grayscale and RGB otherwise; "rgb" and "grayscale"
+        convert every file to that.
     stacklevel : int
         Where the warning about skipped files points, counted from here.
 
@@ -153,7 +158,8 @@ def validate_image_files(
         )
     headers = [headers[i] for i in kept]
     if reset:
-        channels = 1 if all(grayscale for _, _, grayscale in headers) else 3
+        all_gray = all(grayscale for _, _, grayscale in headers)
+        channels = {"rgb": 3, "grayscale": 1}.get(color_mode, 1 if all_gray else 3)
         height, width = size if size is not None else headers[0][:2]
     else:
         height, width, channels = estimator.image_shape_

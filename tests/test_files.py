@@ -175,6 +175,25 @@ def test_grayscale_files_give_one_channel_and_mixed_files_rgb(tmp_path):
     assert fast().fit(mixed, y).image_shape_ == (8, 8, 3)
 
 
+def test_color_mode_says_which_channels_files_are_read_with(tmp_path):
+    gray_paths, y = write_folder(tmp_path / "gray", channels=1)
+    colour_paths, _ = write_folder(tmp_path / "colour")
+    as_rgb = fast(color_mode="rgb").fit(gray_paths, y)
+    assert as_rgb.image_shape_ == (8, 8, 3)
+    as_gray = fast(color_mode="grayscale").fit(colour_paths, y)
+    assert as_gray.image_shape_ == (8, 8, 1)
+    # Gray files read as RGB give the same pixels as their RGB copies.
+    np.testing.assert_allclose(
+        as_rgb.predict_proba(gray_paths),
+        as_rgb.predict_proba(
+            load_image_folder(tmp_path / "gray", image_size=8)["data"]
+        ),
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="color_mode"):
+        fast(color_mode="cmyk").fit(gray_paths, y)
+
+
 def test_files_of_different_sizes_need_image_size(tmp_path):
     paths, y = write_folder(tmp_path / "eight")
     bigger, _ = write_folder(tmp_path / "ten", size=10)
