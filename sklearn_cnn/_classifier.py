@@ -1063,8 +1063,9 @@ list of paths
 
         Parameters
         ----------
-        X : array-like of images
-            Same layout and image size as in :meth:`fit`.
+        X : array-like of images or list of image file paths
+            Images in the layout and of the size :meth:`fit` was given, or image
+            files, decoded batch by batch to the fitted size.
 
         Returns
         -------
@@ -1074,15 +1075,20 @@ list of paths
         return softmax(self._logits(X).astype(np.float64), axis=1)
 
     def predict_log_proba(self, X):
-        """Logarithm of the class probabilities.
+        """Logarithm of the class probabilities, computed from the logits.
+
+        Computed as ``log_softmax`` of the network's outputs, so very unlikely
+        classes get large negative values rather than ``log(0) = -inf``.
 
         Parameters
         ----------
-        X : array-like of images
+        X : array-like of images or list of image file paths
+            As for :meth:`predict_proba`.
 
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
+            One column per class of ``classes_``, in that order.
         """
         return log_softmax(self._logits(X).astype(np.float64), axis=1)
 
@@ -1091,7 +1097,8 @@ list of paths
 
         Parameters
         ----------
-        X : array-like of images
+        X : array-like of images or list of image file paths
+            Same layout and image size as in :meth:`fit`.
 
         Returns
         -------
