@@ -111,6 +111,6 @@ class ImageResizer(ClassNamePrefixFeaturesOutMixin, BaseImageTransformer):
 
     transform_batch.__doc__ = transform_batch_doc(
         "Resize a channels-first float batch (out of place).",
-        returns="Tensor of shape (n_samples, channels, height, width) with ``size``, "
-        "same dtype and device.",
+        returns="Tensor of shape (n_samples, channels, height, width), where "
+        "(height, width) is the output size; same dtype and device.",
     )
