@@ -9,7 +9,7 @@ One command, three measurements, each side by side in one run:
     ``sklearn.datasets.load_digits`` (all their images), its state dict saved to a
     file; then ``--labels`` images of each of the digits 5-9 train four models,
     tested on all the other images of 5-9, over ``--seeds`` draws of the labels:
-    ``default`` (``weights=<file>``: body frozen for one epoch, then lr / 10 for
+    ``default`` (``weights=<file>``: body frozen for one epoch, then lr / 2 for
     the body), ``naive`` (the same pretrained weights, everything trained at
     ``lr`` from the start, as when the network is passed as ``module=``),
     ``scratch`` (``weights=None``), and ``features`` (``CNNFeatureExtractor`` and
@@ -17,7 +17,7 @@ One command, three measurements, each side by side in one run:
 (b) **Fine-tuning throughput** against skorch's transfer-learning recipe on the
     same network (resnet18 with a new head, torchvision's loading path), the same
     uint8 images and the same epochs (one frozen, the rest unfrozen with the body
-    at lr / 10): skorch's ``NeuralNetClassifier`` with its ``Freezer`` and
+    at lr / 2): skorch's ``NeuralNetClassifier`` with its ``Freezer`` and
     ``Unfreezer`` callbacks, a ``Dataset`` doing the per-image ``ToTensor`` and
     ``Normalize`` of torchvision's recipes, and a ``DataLoader``, all in float32.
     Ours runs in float32 (``ours``) and with its defaults (``ours_auto``:
@@ -181,7 +181,7 @@ def skorch_fine_tune(X, y, epochs, device):
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.Adam,
         optimizer__param_groups=[("model.fc.*", {"lr": LR})],
-        lr=LR / 10,
+        lr=LR / 2,
         batch_size=BATCH_SIZE,
         max_epochs=epochs,
         train_split=None,

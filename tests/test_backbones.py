@@ -124,7 +124,7 @@ def test_backbone_learning_rate(resnet18_state):
     groups = clf.fit(X, y).net_.optimizer_.param_groups
     body_params = {id(p) for p in body(clf).parameters()}
     (body_group,) = [g for g in groups if id(g["params"][0]) in body_params]
-    assert body_group["lr"] == pytest.approx(0.001)  # lr / 10 by default
+    assert body_group["lr"] == pytest.approx(0.005)  # lr / 2 by default
     clf.set_params(backbone_lr=0.003).fit(X, y)
     assert {g["lr"] for g in clf.net_.optimizer_.param_groups} == {0.003, 0.01}
 

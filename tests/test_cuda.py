@@ -319,6 +319,33 @@ def test_accelerate_trains_on_the_gpu_with_one_process(
     assert accelerated.score(X, y) >= 0.9
 
 
+# -- pretrained backbones on the GPU -----------------------------------------------
+@pytest.mark.cuda
+def test_backbone_fine_tunes_and_extracts_on_cuda(tmp_path):
+    import torchvision
+
+    from sklearn_cnn import CNNFeatureExtractor
+
+    weights = tmp_path / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    X, y = make_images(n_samples=48, size=32)
+    params = dict(
+        backbone="resnet18", weights=weights, epochs=2, batch_size=16, random_state=0
+    )
+    clf = CNNImageClassifier(**params, device="cuda").fit(X, y)
+    assert clf.device_.startswith("cuda") and on_cuda(clf)
+    on_cpu = CNNImageClassifier(**params, device="cpu", precision="float32").fit(X, y)
+    # bf16 on the GPU against float32 on the CPU: close, not equal.
+    assert_same_predictions(clf.predict_proba(X), on_cpu.predict_proba(X), atol=0.15)
+    extractor = CNNFeatureExtractor("resnet18", weights=weights, device="cuda")
+    features = extractor.fit_transform(X)
+    reference = CNNFeatureExtractor(
+        "resnet18", weights=weights, device="cpu", precision="float32"
+    ).fit_transform(X)
+    assert features.shape == reference.shape == (48, 512)
+    np.testing.assert_allclose(features, reference, rtol=0.1, atol=0.05)
+
+
 # -- without a GPU ------------------------------------------------------------------
 @pytest.mark.skipif(HAS_CUDA, reason="checks what a machine without CUDA does")
 def test_without_cuda_the_cuda_tests_skip_and_say_why():
