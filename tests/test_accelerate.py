@@ -205,7 +205,12 @@ result = dict(
 )
 results = gather_object([result])
 if accelerator.is_main_process:
-    print("RESULTS" + json.dumps(results))
+    print("RESULTS" + json.dumps(results), flush=True)
+# Leave the process group together: a process torn down with the group still
+# open can abort in gloo's threads ("terminate called without an active
+# exception") after its work is done.
+accelerator.wait_for_everyone()
+accelerator.end_training()
 """
 
 
