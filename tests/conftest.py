@@ -1,3 +1,5 @@
+import urllib.error
+
 import numpy as np
 import pytest
 import torch
@@ -43,3 +45,15 @@ def images():
 FAST = dict(
     filters=(8,), dense_units=16, epochs=2, batch_size=16, lr=0.01, random_state=0
 )
+
+
+@pytest.fixture
+def torch_cache(tmp_path, monkeypatch):
+    """An empty torch cache, and no network: a download attempt fails at once."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    return tmp_path / "torch" / "hub" / "checkpoints"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +22,6 @@ from sklearn_cnn.preprocessing import ImageScaler, ImageStandardizer
 RESNET18_FILE = "resnet18-f37072fd.pth"
 # Small and quick: 32 px images, a few per class, batches of 8.
 FAST = dict(epochs=1, batch_size=8, random_state=0, precision="float32")
-
-
-@pytest.fixture
-def torch_cache(tmp_path, monkeypatch):
-    """An empty torch cache, and no network: a download attempt fails at once."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(url, *args, **kwargs):
-        raise urllib.error.URLError("no network in tests")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    return tmp_path / "torch" / "hub" / "checkpoints"
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +17,6 @@ from sklearn_cnn import CNNFeatureExtractor
 from sklearn_cnn.preprocessing import ImageScaler, ImageStandardizer
 
 RESNET18_FILE = "resnet18-f37072fd.pth"
-
-
-@pytest.fixture
-def torch_cache(tmp_path, monkeypatch):
-    """An empty torch cache, and no network: a download attempt fails at once."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(url, *args, **kwargs):
-        raise urllib.error.URLError("no network in tests")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
-    return tmp_path / "torch" / "hub" / "checkpoints"
 
 
 def cache_resnet18(checkpoints: Path, seed=0) -> dict:
