@@ -51,6 +51,7 @@ from .utils._runtime import (
     resolve_precision,
     resolve_seed,
     seeded_random_ops,
+    seeded_training_ops,
 )
 from .utils._sklearn_private import (
     HasMethods,
@@ -524,7 +525,9 @@ list of paths
         elif resumed is not None:
             seed += len(resumed["history"])
             epochs = max(self.epochs - len(resumed["history"]), 0)
-        init_seed, shuffle_seed, augment_seed, split_seed = derive_seeds(seed, 4)
+        init_seed, shuffle_seed, augment_seed, split_seed, dropout_seed = derive_seeds(
+            seed, 5
+        )
         autocast_dtype = resolve_precision(self.precision, device)
         # Channels-last batches run the convolutions faster on CPUs (measured in
         # benchmarks/) and are what bf16 kernels want on GPUs.
@@ -553,38 +556,39 @@ list of paths
                 net.initialize()
                 if resumed is not None:
                     TrainingCheckpoint.restore(net, resumed)
-            if settings.channels_last:
-                net.module_.to(memory_format=torch.channels_last)
-            if checkpoint_path is not None:
-                dict(net.callbacks_)["checkpoint"].path = checkpoint_path
-            net.batch_preparer = self._fit_preparer(
-                training_set, settings, device, augment_seed
-            )
-            net.autocast_dtype = autocast_dtype
-            net.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
-            if valid_data is not None:
-                net.train_split = predefined_split(valid_data)
-            self.net_ = net
-            try:
-                if epochs > 0:
+        if settings.channels_last:
+            net.module_.to(memory_format=torch.channels_last)
+        if checkpoint_path is not None:
+            dict(net.callbacks_)["checkpoint"].path = checkpoint_path
+        net.batch_preparer = self._fit_preparer(
+            training_set, settings, device, augment_seed
+        )
+        net.autocast_dtype = autocast_dtype
+        net.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
+        if valid_data is not None:
+            net.train_split = predefined_split(valid_data)
+        self.net_ = net
+        try:
+            if epochs > 0:
+                with seeded_training_ops(net.module_, dropout_seed):
                     net.partial_fit(train_data, train_data.y, epochs=epochs)
-            except torch.cuda.OutOfMemoryError as error:
-                raise MemoryError(
-                    "CUDA ran out of memory training with batch_size="
-                    f"{self.batch_size} on images of shape {self.image_shape_}. "
-                    "Lower batch_size, use precision='bfloat16', or device='cpu'."
-                ) from error
-            finally:
-                # What prediction needs travels as a value; nothing that belongs
-                # to this fit only stays on the net.
-                net.train_split = None
-                net.shuffle_generator = None
-                net.batch_preparer = None
-                net.module_.eval()
-                self.prediction_settings_ = settings
-                self.classes_ = training_set.classes
-                self.device_ = str(device)
-                self._record_history()
+        except torch.cuda.OutOfMemoryError as error:
+            raise MemoryError(
+                "CUDA ran out of memory training with batch_size="
+                f"{self.batch_size} on images of shape {self.image_shape_}. "
+                "Lower batch_size, use precision='bfloat16', or device='cpu'."
+            ) from error
+        finally:
+            # What prediction needs travels as a value; nothing that belongs
+            # to this fit only stays on the net.
+            net.train_split = None
+            net.shuffle_generator = None
+            net.batch_preparer = None
+            net.module_.eval()
+            self.prediction_settings_ = settings
+            self.classes_ = training_set.classes
+            self.device_ = str(device)
+            self._record_history()
         return self
 
     def _training_set(self, X, y, sample_weight, classes, continuing) -> _TrainingSet:
