@@ -57,3 +57,27 @@ def torch_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+class StandInAccelerator:
+    """An accelerator that says it is process ``process_index`` of several.
+
+    It shards DataLoaders as Accelerate does, so that one process can check
+    what each of several would read.
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, process_index, num_processes):
+        self.process_index = process_index
+        self.num_processes = num_processes
+
+    def prepare(self, loader):
+        from accelerate.data_loader import prepare_data_loader
+
+        return prepare_data_loader(
+            loader,
+            num_processes=self.num_processes,
+            process_index=self.process_index,
+            put_on_device=False,
+        )

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, make_images
+from conftest import FAST, StandInAccelerator, make_images
 from numpy.testing import assert_allclose, assert_array_equal
 
 from sklearn_cnn import CNNImageClassifier
 
 accelerate = pytest.importorskip("accelerate")
 
-from accelerate.data_loader import prepare_data_loader  # noqa: E402
 
 from sklearn_cnn._accelerate import AcceleratedImageNet  # noqa: E402
 from sklearn_cnn._network import ConvNet  # noqa: E402
@@ -110,24 +109,6 @@ def test_gradient_accumulation_goes_through_accelerate():
     assert not np.allclose(clf.predict_proba(X), plain.predict_proba(X))
 
 
-class _StandIn:
-    """An accelerator that says it is process ``process_index`` of several."""
-
-    device = torch.device("cpu")
-
-    def __init__(self, process_index, num_processes):
-        self.process_index = process_index
-        self.num_processes = num_processes
-
-    def prepare(self, loader):
-        return prepare_data_loader(
-            loader,
-            num_processes=self.num_processes,
-            process_index=self.process_index,
-            put_on_device=False,
-        )
-
-
 @pytest.mark.parametrize("n_samples", [10, 11, 33])
 def test_sharded_batches_cover_every_image_once_per_epoch(n_samples):
     n_processes, batch_size = 3, 4
@@ -136,7 +117,7 @@ def test_sharded_batches_cover_every_image_once_per_epoch(n_samples):
     for rank in range(n_processes):
         net = AcceleratedImageNet(
             ConvNet,
-            accelerator=_StandIn(rank, n_processes),
+            accelerator=StandInAccelerator(rank, n_processes),
             batch_size=batch_size,
             shuffle_generator=torch.Generator().manual_seed(0),
             device="cpu",

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, make_images
+from conftest import FAST, StandInAccelerator, make_images
 from PIL import Image
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import Pipeline
@@ -318,26 +318,6 @@ def test_cached_epochs_give_the_same_model(files):
 
 
 # -- several processes -------------------------------------------------------------
-class _StandIn:
-    """An accelerator that says it is process ``process_index`` of several."""
-
-    device = torch.device("cpu")
-
-    def __init__(self, process_index, num_processes):
-        self.process_index = process_index
-        self.num_processes = num_processes
-
-    def prepare(self, loader):
-        from accelerate.data_loader import prepare_data_loader
-
-        return prepare_data_loader(
-            loader,
-            num_processes=self.num_processes,
-            process_index=self.process_index,
-            put_on_device=False,
-        )
-
-
 def test_each_process_decodes_only_its_shard_of_the_files(tmp_path, monkeypatch):
     pytest.importorskip("accelerate")
     from sklearn_cnn._accelerate import AcceleratedImageNet
@@ -362,7 +342,7 @@ def test_each_process_decodes_only_its_shard_of_the_files(tmp_path, monkeypatch)
     for rank in range(3):
         net = AcceleratedImageNet(
             ConvNet,
-            accelerator=_StandIn(rank, 3),
+            accelerator=StandInAccelerator(rank, 3),
             batch_size=2,
             shuffle_generator=torch.Generator().manual_seed(0),
             device="cpu",
