@@ -1,7 +1,7 @@
 """Data-parallel training with Hugging Face Accelerate: the net's side.
 
 ``CNNImageClassifier(accelerator=Accelerator())`` trains an
-:class:`AcceleratedImageNet`, our :class:`~sklearn_cnn._training.ImageNeuralNet`
+:class:`AcceleratedImageNet`, our :class:`~sklearn_cnn._net.ImageNeuralNet`
 with skorch's :class:`skorch.hf.AccelerateMixin`, as skorch's own ``hf.py`` puts
 the mixin on the net. Run the same script in every process (``accelerate
 launch script.py`` or ``torchrun``); each process trains on its own shard of
@@ -24,131 +24,120 @@ on a NaN loss lives in ``get_loss``. What differs from the mixin, and why:
   wrapped module, keys prefixed ``module.``) into the unwrapped one. We unwrap
   after the whole end of training instead, and wrap again when training resumes
   (``warm_start``, ``partial_fit``).
-* ``_initialize_accelerator``: the mixin prepares the criterion too, which on
-  several processes wraps it in ``DistributedDataParallel``; DDP refuses a
-  module without trainable parameters (``CrossEntropyLoss``), so only criteria
-  with trainable parameters are prepared.
-* ``device``: the mixin wants ``device=None``; our data path needs a real device,
-  so the net gets ``accelerator.device``.
+* ``device``: the mixin wants ``device=None`` when the accelerator places the
+  modules (its default): the net gets that, and the batches are put on
+  ``accelerator.device`` by the data source itself.
+* The accelerator's own print function prints whatever ``verbose`` says, so the
+  epoch table gets ``accelerator.print`` only when ``verbose`` is set.
+
+* The mixin prepares the criterion too, which on several processes wraps it in
+  ``DistributedDataParallel``; DDP refuses modules without trainable parameters
+  (``CrossEntropyLoss``). The net's accelerator is the user's, behind a thin
+  proxy that hands such modules back unprepared (``_TrainablePreparing``).
 """
 
 from __future__ import annotations
 
 import torch
 from accelerate.optimizer import AcceleratedOptimizer
-from skorch.callbacks import LRScheduler
 from skorch.hf import AccelerateMixin
 
-from ._training import ImageData, ImageFiles, ImageNeuralNet
+from ._net import ImageNetMixin, ImageNeuralNet
+from ._sources import LabelledImages, batch_loader
+from .utils._skorch_private import unwrap_from_accelerator, wrap_for_accelerator
 
 
-class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
-    """:class:`ImageNeuralNet` trained through an ``accelerate.Accelerator``."""
+def accelerated_net_kwargs(accelerator, verbose) -> dict:
+    """The keyword arguments an :class:`AcceleratedImageNet` gets beside the rest."""
+    return {
+        "accelerator": _TrainablePreparing(accelerator),
+        "device": None if accelerator.device_placement else str(accelerator.device),
+        "callbacks__print_log__sink": accelerator.print if verbose else _silent,
+    }
 
-    def _validate_params(self):
-        # Skip the mixin's rule that device must be None: our batches are cut and
-        # prepared on the net's device, which must be the accelerator's.
-        ImageNeuralNet._validate_params(self)
-        accelerator = self.accelerator
-        if not same_device(torch.device(self.device), accelerator.device):
-            raise ValueError(
-                f"The net's device is {self.device!r} but the accelerator's is "
-                f"{str(accelerator.device)!r}; they must be the same."
-            )
 
-    def _initialize_accelerator(self):
-        """The mixin's, leaving alone criteria without trainable parameters.
+class _TrainablePreparing:
+    """The user's accelerator, preparing only modules with trainable parameters.
 
-        On several processes, Accelerate wraps every module it prepares in
-        ``DistributedDataParallel``, which refuses modules without trainable
-        parameters, such as ``CrossEntropyLoss``.
-        """
-        if self._wrapped_with_accelerator:
-            return self
-        prepare = self.accelerator.prepare
-        with self._current_init_context("criterion"):
-            for name in self._criteria:
-                criterion = getattr(self, name + "_")
-                if _has_trainable_parameters(criterion):
-                    setattr(self, name + "_", prepare(criterion))
-        with self._current_init_context("module"):
-            for name in self._modules:
-                module = getattr(self, name + "_")
-                if isinstance(module, torch.nn.Module):
-                    setattr(self, name + "_", prepare(module))
-        with self._current_init_context("optimizer"):
-            for name in self._optimizers:
-                optimizer = getattr(self, name + "_")
-                if isinstance(optimizer, torch.optim.Optimizer):
-                    setattr(self, name + "_", prepare(optimizer))
-        for _, callback in self.callbacks_:
-            if isinstance(callback, LRScheduler):
-                callback.policy_ = prepare(callback.policy_)
-        self._wrapped_with_accelerator = True
-        return self
+    The mixin prepares the criterion too, which on several processes Accelerate
+    wraps in ``DistributedDataParallel``; DDP refuses a module without
+    trainable parameters (``CrossEntropyLoss``). Everything else is the
+    accelerator's own.
+    """
 
-    def _unwrap_accelerator(self):
-        """The mixin's, and the optimizers too, so that the fitted net pickles.
+    def __init__(self, accelerator):
+        self.accelerator = accelerator
 
-        torch's learning-rate schedulers patch the ``step`` of the optimizer
-        they get, here Accelerate's wrapper (which the accelerator keeps too),
-        with a function pickle cannot find by name. Training wraps the
-        optimizers again, and skorch's ``LRScheduler`` makes its scheduler anew
-        at the start of every training.
-        """
-        wrapped = self._wrapped_with_accelerator
-        super()._unwrap_accelerator()
-        if not wrapped:
-            return
-        for name in self._optimizers:
-            optimizer = getattr(self, name + "_")
-            if isinstance(optimizer, AcceleratedOptimizer):
-                # The accelerator keeps the wrapper: drop the scheduler's patch.
-                vars(optimizer).pop("step", None)
-                setattr(self, name + "_", optimizer.optimizer)
+    def prepare(self, *objects, **kwargs):
+        if len(objects) == 1 and _has_no_trainable_parameters(objects[0]):
+            return objects[0]
+        return self.accelerator.prepare(*objects, **kwargs)
 
-    def _initialize_callbacks(self):
-        # The mixin's default sink, accelerator.print, prints whatever verbose
-        # says (skorch's PrintLog honours verbose only for the print function).
-        if self.callbacks__print_log__sink == "auto" and not self.verbose:
-            self.callbacks__print_log__sink = _silent
-        return super()._initialize_callbacks()
+    def __getattr__(self, name):
+        if name == "accelerator":  # while unpickling, before __dict__ is set
+            raise AttributeError(name)
+        return getattr(self.accelerator, name)
+
+
+def _has_no_trainable_parameters(value) -> bool:
+    return isinstance(value, torch.nn.Module) and not any(
+        parameter.requires_grad for parameter in value.parameters()
+    )
+
+
+def accelerated_net_class(net_class: type) -> type:
+    """The Accelerate counterpart of one of our net classes."""
+    return _ACCELERATED[net_class]
+
+
+class _AcceleratedSteps:
+    """What our nets do differently under Accelerate (see the module's docstring)."""
 
     # -- data ------------------------------------------------------------------
     def get_iterator(self, dataset, training=False):
-        if not isinstance(dataset, (ImageData, ImageFiles)):
-            if training:
-                return super().get_iterator(dataset, training=True)
-            # Unsharded, like our own evaluation (see evaluation_step).
-            return ImageNeuralNet.get_iterator(self, dataset, training=False)
         if not training or self.accelerator.num_processes == 1:
-            # Whole on every process; accelerator.prepare leaves it as it is.
-            return ImageNeuralNet.get_iterator(self, dataset, training=training)
-        sampler = torch.utils.data.BatchSampler(
-            torch.utils.data.RandomSampler(dataset, generator=self.shuffle_generator),
+            # Whole on every process, not prepared (see evaluation_step).
+            return ImageNetMixin.get_iterator(self, dataset, training=training)
+        if not isinstance(dataset, LabelledImages):
+            return super().get_iterator(dataset, training=True)
+        loader = batch_loader(
+            dataset,
             batch_size=self.batch_size,
-            drop_last=False,
-        )
-        loader = torch.utils.data.DataLoader(
-            _Batches(dataset), batch_sampler=sampler, collate_fn=_whole_batch
+            shuffle=True,
+            generator=self.shuffle_generator,
         )
         return self.accelerator.prepare(loader)
 
     def evaluation_step(self, batch, training=False):
         # Evaluation batches are not sharded: nothing to gather.
-        return ImageNeuralNet.evaluation_step(self, batch, training=training)
+        return ImageNetMixin.evaluation_step(self, batch, training=training)
 
     # -- training --------------------------------------------------------------
     def partial_fit(self, X, y=None, classes=None, **fit_params):
         if not self.initialized_:
             self.initialize()
         # Wrap again what the end of the previous fit unwrapped (no-op otherwise).
-        self._initialize_accelerator()
+        wrap_for_accelerator(self)
         try:
             return super().partial_fit(X, y, classes=classes, **fit_params)
         finally:
             if self.unwrap_after_train:
-                self._unwrap_accelerator()
+                unwrap_from_accelerator(self)
+                self._unwrap_optimizer()
+
+    def _unwrap_optimizer(self):
+        """The plain optimizer again, so that the fitted net pickles.
+
+        torch's learning-rate schedulers patch the ``step`` of the optimizer
+        they get, here Accelerate's wrapper (which the accelerator keeps too),
+        with a function pickle cannot find by name. Training wraps the
+        optimizer again, and skorch's ``LRScheduler`` makes its scheduler anew
+        at the start of every training.
+        """
+        optimizer = self.optimizer_
+        if isinstance(optimizer, AcceleratedOptimizer):
+            vars(optimizer).pop("step", None)
+            self.optimizer_ = optimizer.optimizer
 
     def on_epoch_end(self, net, **kwargs):
         super().on_epoch_end(net, **kwargs)
@@ -166,36 +155,18 @@ class AcceleratedImageNet(AccelerateMixin, ImageNeuralNet):
         # stopping loading the best weights) runs after this and needs the module
         # as it was prepared. partial_fit unwraps once they are done.
         self.accelerator.wait_for_everyone()
-        return ImageNeuralNet.on_train_end(self, net, X=X, y=y, **kwargs)
+        return super(AccelerateMixin, self).on_train_end(net, X=X, y=y, **kwargs)
 
 
-class _Batches(torch.utils.data.Dataset):
-    """Images cut by a whole batch of indices at once (``__getitems__``)."""
-
-    def __init__(self, data: ImageData | ImageFiles):
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitems__(self, indices):
-        # Image files: only the files of this process's batches are decoded.
-        index = torch.as_tensor(indices, dtype=torch.long)
-        return self.data.images_at(index), self.data.target(index)
+class AcceleratedImageNet(_AcceleratedSteps, AccelerateMixin, ImageNeuralNet):
+    """:class:`ImageNeuralNet` trained through an ``accelerate.Accelerator``."""
 
 
-def _whole_batch(batch):
-    return batch
+_ACCELERATED = {ImageNeuralNet: AcceleratedImageNet}
 
 
 def _silent(*args, **kwargs) -> None:
     pass
-
-
-def _has_trainable_parameters(module) -> bool:
-    return isinstance(module, torch.nn.Module) and any(
-        parameter.requires_grad for parameter in module.parameters()
-    )
 
 
 def same_device(device: torch.device, other: torch.device) -> bool:

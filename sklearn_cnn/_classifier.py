@@ -2,96 +2,19 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
-import inspect
-import os
-import warnings
-from numbers import Integral, Real
-from pathlib import Path
-from typing import NamedTuple
-
 import numpy as np
 import torch
 from scipy.special import log_softmax, softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
+from sklearn.base import ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
-from skorch.helper import predefined_split
 
-from ._backbones import (
-    BackboneNetwork,
-    Normalization,
-    input_normalization,
-    load_backbone,
-)
-from ._files import validate_image_files
-from ._network import ConvNet
-from ._training import (
-    BatchPreparer,
-    ImageData,
-    ImageFiles,
-    ImageNeuralNet,
-    PredictionSettings,
-    TrainingCheckpoint,
-    _EpochProgressBar,
-    _StoppingEarly,
-    body_freezing,
-    cosine_schedule,
-    predict_logits,
-)
-from .augmentation._images import AugmentedImages
-from .datasets._folder import check_image_size
-from .utils._runtime import (
-    derive_seeds,
-    resolve_device,
-    resolve_precision,
-    resolve_seed,
-    seeded_random_ops,
-    seeded_training_ops,
-)
-from .utils._sklearn_private import (
-    HasMethods,
-    Interval,
-    InvalidParameterError,
-    StrOptions,
-    _check_sample_weight,
-    _fit_context,
-)
-from .utils._validation import IMAGE_SHAPE_CONSTRAINT, is_file_paths, validate_images
-
-_OPTIMIZERS = {
-    "adam": (torch.optim.Adam, {}),
-    "adamw": (torch.optim.AdamW, {}),
-    "sgd": (torch.optim.SGD, {"momentum": 0.9}),
-}
-
-# Optimizers with a fused implementation (torch >= 2.4 on CPUs, CUDA earlier).
-_FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
+from ._estimator import CNNImageEstimator
+from ._net import Accuracy, ImageNeuralNet
+from .utils._sklearn_private import StrOptions, _fit_context
 
 
-def _has_fused_kernels(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and torch.__version__ >= (2, 4)
-
-
-class _TrainingSet(NamedTuple):
-    """What one fit trains on, validated: channels-first images and their labels."""
-
-    images: np.ndarray | ImageFiles
-    y: np.ndarray
-    classes: np.ndarray
-    sample_weight: np.ndarray | None
-    scale_uint8: bool
-    augmenters: tuple
-    post_steps: tuple
-
-
-class CNNImageClassifier(ClassifierMixin, BaseEstimator):
+class CNNImageClassifier(ClassifierMixin, CNNImageEstimator):
     """A convolutional neural network image classifier.
 
     Trains a PyTorch network through skorch, on CUDA when a GPU is available, and
@@ -311,39 +234,8 @@ default='adam'
     """
 
     _parameter_constraints: dict = {
-        "filters": [tuple, list],
-        "kernel_size": [Interval(Integral, 1, None, closed="left")],
-        "dense_units": [Interval(Integral, 1, None, closed="left"), None],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
-        "module": [None, callable],
-        "backbone": [None, str, torch.nn.Module],
-        "weights": [None, str, os.PathLike],
-        "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
-        "backbone_lr": [Interval(Real, 0, None, closed="neither"), None],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "lr_schedule": [StrOptions({"constant", "cosine"})],
+        **CNNImageEstimator._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "warm_start": ["boolean"],
-        "callbacks": [list, None],
-        "augment": [HasMethods(["augment_batch"]), None],
-        "device": [str, torch.device],
-        "accelerator": [HasMethods(["prepare", "backward", "unwrap_model"]), None],
-        "precision": [StrOptions({"auto", "float32", "bfloat16"})],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
-        "image_shape": IMAGE_SHAPE_CONSTRAINT,
-        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
-        "color_mode": [StrOptions({"auto", "rgb", "grayscale"})],
-        "unreadable_files": [StrOptions({"skip", "raise"})],
-        "cache_decoded": ["boolean"],
-        "checkpoint": [str, os.PathLike, None],
     }
 
     def __init__(
@@ -486,306 +378,43 @@ list of paths
             )
         return self._fit(X, y, sample_weight, epochs=1, classes=None, continuing=True)
 
-    def _fit(self, X, y, sample_weight, *, epochs, classes, continuing):
-        snapshot = self.__dict__.copy()
-        weights = self._snapshot_weights() if continuing else None
-        try:
-            return self._fit_unsafe(
-                X,
-                y,
-                sample_weight,
-                epochs=epochs,
-                classes=classes,
-                continuing=continuing,
-            )
-        except KeyboardInterrupt:
-            if hasattr(self, "net_") and self.net_ is not snapshot.get("net_"):
-                # Keep what was trained: the completed epochs stay usable.
-                self._record_history()
-            raise
-        except BaseException:
-            # Nothing half-fitted: the estimator is exactly as before the call.
-            self.__dict__.clear()
-            self.__dict__.update(snapshot)
-            if weights is not None:
-                self._restore_weights(weights)
-            raise
-
-    def _fit_unsafe(self, X, y, sample_weight, *, epochs, classes, continuing):
-        training_set = self._training_set(X, y, sample_weight, classes, continuing)
-        device = self._training_device()
-        checkpoint_path = self._checkpoint_path(training_set)
-        resumed = None
-        if not continuing and checkpoint_path is not None and checkpoint_path.exists():
-            resumed = TrainingCheckpoint.load(checkpoint_path)
-        seed = resolve_seed(self.random_state)
-        if continuing:
-            # Continue the random streams rather than repeat the first epochs'.
-            seed += self.n_iter_
-        elif resumed is not None:
-            seed += len(resumed["history"])
-            epochs = max(self.epochs - len(resumed["history"]), 0)
-        init_seed, shuffle_seed, augment_seed, split_seed, dropout_seed = derive_seeds(
-            seed, 5
-        )
-        autocast_dtype = resolve_precision(self.precision, device)
-        # Channels-last batches run the convolutions faster on CPUs (measured in
-        # benchmarks/) and are what bf16 kernels want on GPUs.
-        settings = PredictionSettings(
-            channels_last=device.type == "cpu" or autocast_dtype is not None,
-            autocast_dtype=autocast_dtype,
-        )
-        train_data, valid_data = self._split_data(training_set, device, split_seed)
-
-        # Weight initialization and dropout draw from generators of this fit
-        # only: the process-wide generator, shared by all threads, stays untouched.
-        with seeded_random_ops(init_seed):
-            if continuing:
-                net = self.net_
-                # Parameters may have changed since the last fit (early
-                # stopping, verbosity, checkpoints): their callbacks follow.
-                net.set_params(verbose=self.verbose, callbacks=self._callbacks())
-                net.initialize_callbacks()
-            else:
-                net = self._build_net(
-                    training_set.classes,
-                    training_set.y,
-                    device,
-                    training_set.sample_weight,
-                )
-                net.initialize()
-                if resumed is not None:
-                    TrainingCheckpoint.restore(net, resumed)
-        if settings.channels_last:
-            net.module_.to(memory_format=torch.channels_last)
-        if checkpoint_path is not None:
-            dict(net.callbacks_)["checkpoint"].path = checkpoint_path
-        net.batch_preparer = self._fit_preparer(
-            training_set, settings, device, augment_seed
-        )
-        net.autocast_dtype = autocast_dtype
-        net.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
-        if valid_data is not None:
-            net.train_split = predefined_split(valid_data)
-        self.net_ = net
-        try:
-            if epochs > 0:
-                with seeded_training_ops(net.module_, dropout_seed):
-                    net.partial_fit(train_data, train_data.y, epochs=epochs)
-        except torch.cuda.OutOfMemoryError as error:
-            raise MemoryError(
-                "CUDA ran out of memory training with batch_size="
-                f"{self.batch_size} on images of shape {self.image_shape_}. "
-                "Lower batch_size, use precision='bfloat16', or device='cpu'."
-            ) from error
-        finally:
-            # What prediction needs travels as a value; nothing that belongs
-            # to this fit only stays on the net.
-            net.train_split = None
-            net.shuffle_generator = None
-            net.batch_preparer = None
-            net.module_.eval()
-            self.prediction_settings_ = settings
-            self.classes_ = training_set.classes
-            self.device_ = str(device)
-            self._record_history()
-        return self
-
-    def _training_set(self, X, y, sample_weight, classes, continuing) -> _TrainingSet:
-        """Validated training images, encoded labels, weights and augmentation."""
-        augmenters, post_steps, source = self._training_recipe(X)
-        self._check_filters()
-        files, y = self._training_files(X, y, source, continuing)
-        if files is None:
-            X_nchw, _, y = validate_images(
-                self, X, y, reset=not continuing, image_shape=self.image_shape
-            )
-            self._check_image_size_of_arrays()
-        if not continuing:
-            # Files are decoded to uint8 pixels, which the batches scale to [0, 1].
-            self.input_normalization_ = self._input_normalization(
-                X_nchw if files is None else None
-            )
+    # -- the task: labels --------------------------------------------------------
+    def _task_targets(self, y, *, classes, continuing) -> np.ndarray:
         check_classification_targets(y)
         y_encoded, classes_ = self._encode_labels(y, classes, continuing)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, y_encoded, dtype=np.float32, ensure_non_negative=True
-            )
-        images = X_nchw if files is None else files
-        if source is not None and files is None:
-            # Training batches are drawn afresh from the un-augmented source.
-            images = source.source_layout.to_nchw(np.asarray(source.source))
-            if len(images) != len(X_nchw):
-                raise ValueError(
-                    f"The augmented images hold {len(images)} source images "
-                    f"but X has {len(X_nchw)}."
+        self.classes_ = classes_
+        return y_encoded
+
+    def _task_criterion(self, training_set):
+        kwargs = {}
+        if self.class_weight is not None:
+            if training_set is None:
+                # load_model: the saved criterion state holds the real weights.
+                weights = np.ones(len(self.classes_))
+            else:
+                weights = self._class_weights(
+                    self.classes_, training_set.targets, training_set.sample_weight
                 )
-        if sample_weight is not None and not sample_weight.all():
-            # An image of weight 0 is left out altogether, so that it counts for
-            # nothing in batch-norm statistics either.
-            kept = np.flatnonzero(sample_weight)
-            images, y_encoded = images[kept], y_encoded[kept]
-            sample_weight = sample_weight[kept]
-        return _TrainingSet(
-            images=images,
-            y=y_encoded,
-            classes=classes_,
-            sample_weight=sample_weight,
-            scale_uint8=files is not None or X_nchw.dtype == np.uint8,
-            augmenters=tuple(augmenters),
-            post_steps=tuple(post_steps),
-        )
+            kwargs["weight"] = torch.as_tensor(weights, dtype=torch.float32)
+        return torch.nn.CrossEntropyLoss, kwargs
 
-    def _training_files(self, X, y, source, continuing):
-        """The readable image files of ``X`` and their labels (None for arrays)."""
-        # Augmenters in a Pipeline pass image files on as the source they keep.
-        paths = X if source is None else source.source
-        if not is_file_paths(paths):
-            return None, y
-        if self.image_shape is not None:
-            raise ValueError(
-                "image_shape describes the layout of arrays; X holds image files, "
-                "whose size image_size sets. Pass image_shape=None."
-            )
-        return validate_image_files(
-            self,
-            paths,
-            y,
-            reset=not continuing,
-            image_size=self.image_size,
-            skip_unreadable=self.unreadable_files == "skip",
-            color_mode=self.color_mode,
-            stacklevel=9,  # the caller of fit, through _fit_context
-        )
+    def _task_net_class(self):
+        return ImageNeuralNet
 
-    def _check_image_size_of_arrays(self):
-        """image_size resizes files only: arrays of another size are refused."""
-        if self.image_size is None:
-            return
-        size = check_image_size(self.image_size)
-        if size != tuple(self.image_shape_[:2]):
-            raise ValueError(
-                f"image_size={self.image_size!r} resizes image files, but X is an "
-                f"array of images of size (height, width) = {self.image_shape_[:2]}. "
-                "Resize arrays with sklearn_cnn.preprocessing.ImageResizer, or "
-                "pass image_size=None."
-            )
+    def _task_net_kwargs(self) -> dict:
+        return {"classes": np.arange(len(self.classes_))}
 
-    def _split_data(self, training_set, device, seed):
-        """The training and validation :class:`ImageData` (None: no validation)."""
-        train_idx, valid_idx = self._split(training_set.y, seed)
-        if isinstance(training_set.images, ImageFiles):
-            data = training_set.images.labelled(
-                training_set.y, training_set.sample_weight, cache=self.cache_decoded
-            )
-        else:
-            data = ImageData.from_numpy(
-                training_set.images, training_set.y, device, training_set.sample_weight
-            )
-        if valid_idx is None:
-            return data, None
-        return data.subset(train_idx), data.subset(valid_idx)
+    def _task_n_outputs(self) -> int:
+        return len(self.classes_)
 
-    @staticmethod
-    def _fit_preparer(training_set, settings, device, seed) -> BatchPreparer:
-        """Training batches: augmented, then the Pipeline steps after the augmenters.
+    def _task_metric(self):
+        return Accuracy()
 
-        Validation batches get those steps too, without augmentation.
-        """
-        preparer = BatchPreparer(
-            source_is_uint8=training_set.images.dtype == np.uint8,
-            scale_uint8=training_set.scale_uint8,
-            augmenters=training_set.augmenters,
-            post_steps=training_set.post_steps,
-            channels_last=settings.channels_last,
-        )
-        preparer.generator = torch.Generator(device=device).manual_seed(seed)
-        return preparer
+    def _task_metric_name(self) -> str:
+        return Accuracy.name
 
-    def _training_device(self) -> torch.device:
-        if self.accelerator is None:
-            return resolve_device(self.device)
-        device = torch.device(self.accelerator.device)
-        from ._accelerate import same_device
-
-        if self.device != "auto" and not same_device(torch.device(self.device), device):
-            raise ValueError(
-                f"device={str(self.device)!r} differs from the accelerator's device "
-                f"{str(device)!r}; leave device='auto' when passing an accelerator."
-            )
-        n_processes = self.accelerator.num_processes
-        if n_processes > 1 and not isinstance(self.random_state, Integral):
-            raise ValueError(
-                f"Training on {n_processes} processes needs an int random_state, so "
-                "that every process holds out and shuffles the same images; got "
-                f"random_state={self.random_state!r}."
-            )
-        return device
-
-    def _training_recipe(self, X):
-        """The augmenters and follow-up steps for training batches, and their source.
-
-        An :class:`AugmentedImages` made by an augmenter in a Pipeline brings its
-        un-augmented source: training draws a fresh augmentation from it in every
-        epoch instead of using the one draw it holds.
-        """
-        augmenters, post_steps, source = [], [], None
-        if isinstance(X, AugmentedImages) and X.has_recipe:
-            augmenters += X.augmenters
-            post_steps += X.post_steps
-            source = X
-        if self.augment is not None:
-            if post_steps:
-                raise ValueError(
-                    "augment=... cannot be combined with Pipeline steps between an "
-                    "augmenter and the classifier; put all augmenters in one place."
-                )
-            # Check the augmenter's own parameters now, not at the first batch.
-            self.augment._validate_params()
-            self.augment._check_params()
-            augmenters.append(self.augment)
-        return augmenters, post_steps, source
-
-    def _checkpoint_path(self, training_set):
-        """One file per combination of parameters and data (None: no checkpoints)."""
-        images, y_encoded = training_set.images, training_set.y
-        sample_weight = training_set.sample_weight
-        if self.checkpoint is None:
-            return None
-        ignored = {"epochs", "verbose", "checkpoint", "warm_start", "device"}
-        params = sorted(
-            (key, repr(value))
-            for key, value in self.get_params(deep=False).items()
-            if key not in ignored
-        )
-        digest = hashlib.sha256(repr(params).encode())
-        if isinstance(images, ImageFiles):
-            # Names, sizes and modification times stand for the files' contents,
-            # which are not read here.
-            digest.update(repr(images.image_shape).encode())
-            for path in images.paths:
-                stat = os.stat(path)
-                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
-        else:
-            digest.update(repr((images.shape, str(images.dtype))).encode())
-            for start in range(0, len(images), 1024):
-                digest.update(np.ascontiguousarray(images[start : start + 1024]).data)
-        digest.update(np.ascontiguousarray(y_encoded).data)
-        if sample_weight is not None:
-            digest.update(np.ascontiguousarray(sample_weight).data)
-        return Path(self.checkpoint) / f"cnn-{digest.hexdigest()[:20]}.pt"
-
-    def _check_filters(self):
-        filters = self.filters
-        if len(filters) == 0 or not all(
-            isinstance(n, Integral) and not isinstance(n, bool) and n >= 1
-            for n in filters
-        ):
-            raise InvalidParameterError(
-                "The 'filters' parameter of CNNImageClassifier must be a non-empty "
-                f"tuple of positive ints. Got {filters!r} instead."
-            )
+    def _task_strata(self, targets):
+        return targets
 
     def _encode_labels(self, y, classes, continuing):
         if continuing:
@@ -807,190 +436,6 @@ list of paths
             )
         return np.searchsorted(classes_, y).astype(np.int64), classes_
 
-    def _split(self, y_encoded, seed):
-        """Indices of the training and the validation images (None: no split).
-
-        Stratified whenever every class can have an image on both sides;
-        otherwise (a class with a single image, or fewer images to hold out
-        than there are classes) a plain random split.
-        """
-        if not self.early_stopping:
-            return None, None
-        n_images = len(y_encoded)
-        n_valid = int(np.ceil(self.validation_fraction * n_images))
-        if n_valid >= n_images:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} of "
-                f"{n_images} images leaves no images for training; use more "
-                "images or early_stopping=False."
-            )
-        counts = np.bincount(y_encoded)
-        counts = counts[counts > 0]
-        stratifiable = counts.min() >= 2 and min(n_valid, n_images - n_valid) >= len(
-            counts
-        )
-        return train_test_split(
-            np.arange(n_images),
-            test_size=n_valid,
-            stratify=y_encoded if stratifiable else None,
-            random_state=seed % (2**32),
-        )
-
-    def _build_net(
-        self, classes_, y_encoded, device, sample_weight=None, *, load_weights=True
-    ):
-        channels, height, width = self._image_chw()
-        module, module_kwargs = self._module_spec(
-            channels, len(classes_), height, width, load_weights=load_weights
-        )
-        optimizer, optimizer_kwargs = self._optimizer_spec()
-        if optimizer in _FUSED_OPTIMIZERS and _has_fused_kernels(device):
-            # One kernel for all parameters instead of a dozen small ops each:
-            # resnet18's Adam step measured 0.067 s -> 0.010 s on a CPU core.
-            optimizer_kwargs.setdefault("optimizer__fused", True)
-        # One loss per image: the net weighs and averages them (get_loss).
-        criterion_kwargs = {"criterion__reduction": "none"}
-        if self.class_weight is not None:
-            criterion_kwargs["criterion__weight"] = torch.as_tensor(
-                self._class_weights(classes_, y_encoded, sample_weight),
-                dtype=torch.float32,
-            )
-        net_class, net_kwargs = ImageNeuralNet, {}
-        if self.accelerator is not None:
-            from ._accelerate import AcceleratedImageNet
-
-            net_class, net_kwargs = (
-                AcceleratedImageNet,
-                {"accelerator": self.accelerator},
-            )
-        return net_class(
-            module,
-            input_shape=(channels, height, width),
-            criterion=torch.nn.CrossEntropyLoss,
-            optimizer=optimizer,
-            lr=self.lr,
-            max_epochs=self.epochs,
-            batch_size=self.batch_size,
-            train_split=None,
-            callbacks=self._callbacks() or None,
-            device=str(device),
-            verbose=self.verbose,
-            classes=np.arange(len(classes_)),
-            **module_kwargs,
-            **optimizer_kwargs,
-            **criterion_kwargs,
-            **net_kwargs,
-        )
-
-    def _callbacks(self):
-        """The user's callbacks plus those our parameters ask for."""
-        callbacks = list(self.callbacks or [])
-        if self.lr_schedule == "cosine":
-            callbacks.append(("lr_schedule", cosine_schedule(self.epochs)))
-        if self._fine_tuning() and self.freeze_epochs:
-            callbacks += body_freezing("body.*", self.freeze_epochs)
-        if self.early_stopping:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    _StoppingEarly(
-                        monitor="valid_loss",
-                        patience=self.n_iter_no_change,
-                        threshold=1e-4,
-                        load_best=True,
-                        sink=print if self.verbose else _silent,
-                    ),
-                )
-            )
-        main_process = self.accelerator is None or self.accelerator.is_main_process
-        if self.verbose and main_process:
-            # One progress bar for a data-parallel run: the main process's.
-            callbacks.append(("progress_bar", _EpochProgressBar()))
-        if self.checkpoint is not None:
-            # The path depends on the data; fit sets it before training.
-            callbacks.append(("checkpoint", TrainingCheckpoint(self.checkpoint)))
-        return callbacks
-
-    def _image_chw(self):
-        height, width, channels = self.image_shape_
-        return channels, height, width
-
-    def _module_spec(self, channels, n_classes, height, width, *, load_weights):
-        if self.backbone is not None:
-            # load_model rebuilds the architecture only: the file has the weights.
-            weights = self.weights if load_weights else None
-            backbone = load_backbone(
-                self.backbone, weights, in_channels=channels, image_size=(height, width)
-            )
-            normalization = self.input_normalization_
-            return BackboneNetwork(
-                backbone.body,
-                backbone.n_features,
-                n_classes,
-                normalization=normalization and Normalization(**normalization),
-                rgb=backbone.rgb,
-            ), {}
-        if self.module is None:
-            return ConvNet, {
-                "module__in_channels": channels,
-                "module__n_classes": n_classes,
-                "module__image_size": (height, width),
-                "module__filters": tuple(self.filters),
-                "module__kernel_size": self.kernel_size,
-                "module__dense_units": self.dense_units,
-                "module__dropout": self.dropout,
-            }
-        if isinstance(self.module, torch.nn.Module):
-            # Train a copy: the instance passed as a parameter must stay untouched.
-            return copy.deepcopy(self.module), {}
-        if inspect.isclass(self.module) or callable(self.module):
-            return self.module, {
-                "module__in_channels": channels,
-                "module__n_classes": n_classes,
-                "module__image_size": (height, width),
-            }
-        raise InvalidParameterError(
-            "The 'module' parameter of CNNImageClassifier must be a torch.nn.Module "
-            f"class or instance, or None. Got {self.module!r} instead."
-        )
-
-    def _optimizer_spec(self):
-        if isinstance(self.optimizer, str):
-            optimizer, defaults = _OPTIMIZERS[self.optimizer]
-        else:
-            optimizer, defaults = self.optimizer, {}
-        kwargs = {f"optimizer__{key}": value for key, value in defaults.items()}
-        if self.weight_decay:
-            kwargs["optimizer__weight_decay"] = self.weight_decay
-        if self._fine_tuning():
-            backbone_lr = self.lr / 2 if self.backbone_lr is None else self.backbone_lr
-            kwargs["optimizer__param_groups"] = [("body.*", {"lr": backbone_lr})]
-        return optimizer, kwargs
-
-    def _fine_tuning(self):
-        """True when pretrained weights are fine-tuned (frozen, then a lower lr)."""
-        return self.backbone is not None and self.weights is not None
-
-    def _input_normalization(self, X_nchw):
-        """The fitted ``input_normalization_``, after checking the backbone params.
-
-        ``X_nchw`` None stands for uint8 images, read from files.
-        """
-        if self.backbone is None:
-            if self.weights is not None:
-                raise ValueError(
-                    f"weights={self.weights!r} needs a backbone: pass, for "
-                    "example, backbone='resnet18'."
-                )
-            return None
-        if self.module is not None:
-            raise ValueError(
-                "module and backbone cannot both be given: a backbone brings its "
-                "own network. Pass one of them."
-            )
-        normalization = input_normalization(self.backbone, self.weights, X_nchw)
-        return None if normalization is None else dataclasses.asdict(normalization)
-
     def _class_weights(self, classes_, y_encoded, sample_weight=None):
         if self.class_weight == "balanced":
             present = np.unique(y_encoded)
@@ -1010,62 +455,7 @@ list of paths
             weights[matches[0]] = weight
         return weights
 
-    def _record_history(self):
-        """Fitted attributes that summarise training, from the net's history."""
-        keys = (
-            "epoch",
-            "train_loss",
-            "train_accuracy",
-            "valid_loss",
-            "valid_accuracy",
-            "dur",
-        )
-        # An epoch interrupted before its end has no train_loss: leave it out.
-        history = [
-            {
-                key: row[key] if key == "epoch" else float(row[key])
-                for key in keys
-                if key in row
-            }
-            for row in self.net_.history
-            if "train_loss" in row
-        ]
-        self.history_ = history
-        self.loss_curve_ = [row["train_loss"] for row in history]
-        scores = [row["valid_accuracy"] for row in history if "valid_accuracy" in row]
-        self.validation_scores_ = scores or None
-        self.n_iter_ = len(history)
-
-    def _snapshot_weights(self):
-        net = self.net_
-        return (
-            copy.deepcopy(net.module_.state_dict()),
-            copy.deepcopy(net.optimizer_.state_dict()),
-            copy.deepcopy(net.history),
-        )
-
-    def _restore_weights(self, weights):
-        module_state, optimizer_state, history = weights
-        self.net_.module_.load_state_dict(module_state)
-        self.net_.optimizer_.load_state_dict(optimizer_state)
-        self.net_.history = history
-
     # -- prediction --------------------------------------------------------------
-    def _logits(self, X):
-        check_is_fitted(self)
-        if is_file_paths(X):
-            data = validate_image_files(
-                self,
-                X,
-                reset=False,
-                image_size=self.image_size,
-                skip_unreadable=False,
-            )
-        else:
-            X_nchw, _ = validate_images(self, X, reset=False)
-            data = ImageData.from_numpy(X_nchw, None, torch.device(self.net_.device))
-        return predict_logits(self.net_, data, self.prediction_settings_)
-
     def predict_proba(self, X):
         """Probability of each class for each image.
 
@@ -1080,7 +470,7 @@ list of paths
         proba : ndarray of shape (n_samples, n_classes)
             Columns follow ``classes_``.
         """
-        return softmax(self._logits(X).astype(np.float64), axis=1)
+        return softmax(self._network_outputs(X).astype(np.float64), axis=1)
 
     def predict_log_proba(self, X):
         """Logarithm of the class probabilities, computed from the logits.
@@ -1098,7 +488,7 @@ list of paths
         log_proba : ndarray of shape (n_samples, n_classes)
             One column per class of ``classes_``, in that order.
         """
-        return log_softmax(self._logits(X).astype(np.float64), axis=1)
+        return log_softmax(self._network_outputs(X).astype(np.float64), axis=1)
 
     def predict(self, X):
         """Predict the class label of each image.
@@ -1113,142 +503,13 @@ list of paths
         y_pred : ndarray of shape (n_samples,)
             Labels from ``classes_`` (the original labels, not indices).
         """
-        logits = self._logits(X)
+        logits = self._network_outputs(X)
         return self.classes_[np.argmax(logits, axis=1)]
 
-    # -- persistence and tags --------------------------------------------------------
-    def _restore_net(self, device: torch.device) -> None:
-        """Re-create ``net_`` on ``device`` from the fitted attributes, for load_model.
-
-        ``classes_``, ``image_shape_`` and ``history_`` must be set. The network
-        gets fresh weights: the caller loads the saved ones into ``net_.module_``
-        and ``net_.criterion_``.
-        """
-        with seeded_random_ops(0):
-            # Balanced class weights need the training labels: the saved criterion
-            # state replaces these placeholder weights.
-            net = self._build_net(
-                self.classes_,
-                np.arange(len(self.classes_)),
-                device,
-                load_weights=False,
-            )
-            net.initialize()
-        for row in self.history_:
-            net.history.new_epoch()
-            for key, value in row.items():
-                net.history.record(key, value)
-        net.module_.eval()
-        self.net_ = net
-        self.device_ = str(device)
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        device = self._available_device()
-        if device != getattr(self, "device_", None):
-            self.device_ = self.net_.device = device
-            self.net_.module_.to(device)
-            self.net_.criterion_.to(device)
-
-    def _available_device(self) -> str | None:
-        """The device trained on if it is available here, else the CPU (warning)."""
-        device = getattr(self, "device_", None)
-        if str(device).startswith("cuda") and not torch.cuda.is_available():
-            warnings.warn(
-                "This model was trained on CUDA, which is not available here; "
-                "it was loaded on the CPU.",
-                UserWarning,
-                stacklevel=3,
-            )
-            return "cpu"
-        return device
-
-    def _saved_state(self) -> tuple[dict, dict]:
-        """The parameters and fitted state that :func:`~sklearn_cnn.save_model` saves.
-
-        The network is saved as its architecture and state dicts, and rebuilt
-        from the parameters when loaded. The accelerator is left out: it is a
-        runtime object, and the fitted model predicts without it.
-        """
-        from .utils._saved_state import PICKLE_HINT, fitted_attributes
-
-        for name in ("module", "backbone"):
-            value = getattr(self, name)
-            if value is None or (name == "backbone" and isinstance(value, str)):
-                continue
-            shown = getattr(value, "__qualname__", type(value).__qualname__)
-            raise TypeError(
-                f"save_model cannot save a CNNImageClassifier with a custom network "
-                f"({name}={shown}): it is Python code, which a model file cannot "
-                "hold; load_model only rebuilds the built-in network and backbones "
-                f"given by name. {PICKLE_HINT}"
-            )
-        for name in ("optimizer", "callbacks"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str) and value != []:
-                raise TypeError(
-                    f"save_model cannot save a CNNImageClassifier with {name}="
-                    f"{getattr(value, '__qualname__', value)!r}: a model file holds "
-                    f"the built-in optimizers, by name, and no callbacks. {PICKLE_HINT}"
-                )
-        fitted = fitted_attributes(self)
-        net = fitted.pop("net_")
-        fitted["prediction_settings_"] = self.prediction_settings_.to_json()
-        fitted["net_"] = {
-            "architecture": type(net.module_).__name__,
-            "module": net.module_.state_dict(),
-            "criterion": net.criterion_.state_dict(),
-        }
-        return {**self.get_params(deep=False), "accelerator": None}, fitted
-
-    def _load_saved_state(self, fitted: dict, device) -> None:
-        """Set the fitted state read by :func:`~sklearn_cnn.load_model`.
-
-        ``net_`` is rebuilt from the parameters, and the saved weights are loaded
-        into it once their names, shapes and dtypes fit it.
-        """
-        from .utils._saved_state import load_module_state
-
-        self._check_filters()
-        if self.callbacks:
-            raise ValueError("a model file cannot give a CNNImageClassifier callbacks.")
-        fitted = dict(fitted)
-        network = fitted.pop("net_", None)
-        settings = fitted.pop("prediction_settings_", None)
-        missing = {"classes_", "image_shape_", "history_"} - fitted.keys()
-        if not isinstance(network, dict) or not isinstance(settings, dict) or missing:
-            raise ValueError(
-                "the fitted state needs net_, prediction_settings_, classes_, "
-                f"image_shape_ and history_; it lacks {sorted(missing) or 'some'}."
-            )
-        vars(self).update(fitted)
-        settings = PredictionSettings.from_json(settings)
-        if device is None:
-            try:
-                device = torch.device(self._available_device() or "cpu")
-            except RuntimeError as error:
-                raise ValueError(f"unusable device_ ({error}).") from None
-        self._restore_net(device)
-        architecture = type(self.net_.module_).__name__
-        if network.get("architecture") != architecture:
-            raise ValueError(
-                f"the network has architecture {network.get('architecture')!r}, an "
-                f"unknown architecture: the parameters build a {architecture}."
-            )
-        load_module_state(self.net_.module_, network.get("module"), "network")
-        load_module_state(self.net_.criterion_, network.get("criterion"), "loss")
-        for group in self.net_.optimizer_.param_groups:
-            # The optimizer starts afresh, but a learning-rate schedule resumed by
-            # a warm start at the saved epoch needs the base rate it started from.
-            group.setdefault("initial_lr", group["lr"])
-        self.prediction_settings_ = settings
+    # -- tags ----------------------------------------------------------------------
+    _required_fitted = ("classes_", "image_shape_", "history_")
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
         tags.classifier_tags.multi_label = False
         return tags
-
-
-def _silent(*args, **kwargs):
-    pass

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import os
 import warnings
 from numbers import Integral
 
-import numpy as np
 import torch
 from sklearn.base import (
     BaseEstimator,
@@ -19,6 +17,9 @@ from sklearn.base import (
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import BackboneNetwork, input_normalization, load_backbone
+from ._inference import network_outputs
+from ._net import PredictionSettings
+from ._sources import IMAGE_SHAPE_CONSTRAINT, image_source
 from .utils._runtime import (
     resolve_device,
     resolve_precision,
@@ -26,7 +27,6 @@ from .utils._runtime import (
     seeded_random_ops,
 )
 from .utils._sklearn_private import Interval, StrOptions, _fit_context
-from .utils._validation import validate_images
 
 
 class CNNFeatureExtractor(
@@ -76,6 +76,19 @@ class CNNFeatureExtractor(
         Seeds the random weights (those that ``weights`` does not load), so
         that two fits with an int give the same features. The global torch
         random state is left untouched.
+    image_shape : tuple of int or None, default=None
+        ``(height, width)`` or ``(height, width, channels)`` of the images when
+        ``X`` is 2-D (flattened ``(n, height * width * channels)`` arrays), or to
+        say which axis holds the channels of an ambiguous 4-D array, as for
+        :class:`~sklearn_cnn.CNNImageClassifier`.
+    image_size : int, tuple of (int, int) or None, default=None
+        ``(height, width)`` that image files, PIL images or a Hugging Face image
+        column given as ``X`` are resized to; None keeps their own size, which
+        must then be the same for all.
+    color_mode : {'auto', 'rgb', 'grayscale'}, default='auto'
+        The channels of images decoded from files or PIL images: 'auto' reads
+        one gray channel when every image of ``fit`` is grayscale and RGB
+        otherwise.
 
     Attributes
     ----------
@@ -117,6 +130,9 @@ class CNNFeatureExtractor(
         "device": [str, torch.device],
         "precision": [StrOptions({"auto", "float32", "bfloat16"})],
         "random_state": ["random_state"],
+        "image_shape": IMAGE_SHAPE_CONSTRAINT,
+        "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "color_mode": [StrOptions({"auto", "rgb", "grayscale"})],
     }
 
     def __init__(
@@ -128,6 +144,9 @@ class CNNFeatureExtractor(
         device="auto",
         precision="auto",
         random_state=None,
+        image_shape=None,
+        image_size=None,
+        color_mode="auto",
     ):
         self.backbone = backbone
         self.weights = weights
@@ -135,6 +154,9 @@ class CNNFeatureExtractor(
         self.device = device
         self.precision = precision
         self.random_state = random_state
+        self.image_shape = image_shape
+        self.image_size = image_size
+        self.color_mode = color_mode
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -145,8 +167,8 @@ class CNNFeatureExtractor(
 
         Parameters
         ----------
-        X : array-like of images
-            In any layout :class:`~sklearn_cnn.CNNImageClassifier` takes.
+        X : array-like of images, image files, PIL images or an image column
+            Any input :class:`~sklearn_cnn.CNNImageClassifier` takes.
         y : None
             Ignored.
 
@@ -155,10 +177,19 @@ class CNNFeatureExtractor(
         self : object
             The extractor, ready to ``transform``.
         """
-        X_nchw, _ = validate_images(self, X, reset=True)
-        channels, height, width = X_nchw.shape[1:]
+        source = image_source(
+            self,
+            X,
+            reset=True,
+            image_shape=self.image_shape,
+            image_size=self.image_size,
+            color_mode=self.color_mode,
+        )
+        height, width, channels = source.image_shape
         device = resolve_device(self.device)
-        normalization = input_normalization(self.backbone, self.weights, X_nchw)
+        normalization = input_normalization(
+            self.backbone, self.weights, source.pixels_in_memory()
+        )
         with seeded_random_ops(resolve_seed(self.random_state)):
             backbone = load_backbone(
                 self.backbone,
@@ -185,8 +216,9 @@ class CNNFeatureExtractor(
 
         Parameters
         ----------
-        X : array-like of images
-            Same image size as in :meth:`fit`.
+        X : array-like of images, image files, PIL images or an image column
+            Same image size as in :meth:`fit` (decoded images are resized to it
+            with ``image_size``).
 
         Returns
         -------
@@ -194,25 +226,21 @@ class CNNFeatureExtractor(
             float32 features, one row per image.
         """
         check_is_fitted(self)
-        X_nchw, _ = validate_images(self, X, reset=False)
+        source = image_source(self, X, reset=False, image_size=self.image_size)
         device = torch.device(self.device_)
         autocast_dtype = resolve_precision(self.precision, device)
-        # Channels-last convolutions are the faster ones on CPUs and with bf16.
-        channels_last = device.type == "cpu" or autocast_dtype is not None
-        scale = 1.0 / 255.0 if X_nchw.dtype == np.uint8 else 1.0
-        outputs = []
-        with torch.inference_mode(), _autocast(device, autocast_dtype):
-            for start in range(0, len(X_nchw), self.batch_size):
-                chunk = np.ascontiguousarray(X_nchw[start : start + self.batch_size])
-                if not chunk.flags.writeable:
-                    chunk = chunk.copy()  # torch refuses to share read-only memory
-                batch = torch.from_numpy(chunk).to(device, non_blocking=True)
-                batch = batch.to(torch.float32) * scale
-                if channels_last:
-                    batch = batch.contiguous(memory_format=torch.channels_last)
-                features = self.network_(batch)
-                outputs.append(features.float().cpu().numpy())
-        return np.concatenate(outputs)
+        settings = PredictionSettings(
+            # Channels-last convolutions are the faster ones on CPUs and with bf16.
+            channels_last=device.type == "cpu" or autocast_dtype is not None,
+            autocast_dtype=autocast_dtype,
+        )
+        return network_outputs(
+            self.network_,
+            source,
+            settings,
+            device=device,
+            batch_size=self.batch_size,
+        )
 
     @property
     def _n_features_out(self):
@@ -247,9 +275,3 @@ class CNNFeatureExtractor(
         tags.input_tags.allow_nan = False
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

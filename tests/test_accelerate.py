@@ -26,7 +26,11 @@ accelerate = pytest.importorskip("accelerate")
 
 from sklearn_cnn._accelerate import AcceleratedImageNet  # noqa: E402
 from sklearn_cnn._network import ConvNet  # noqa: E402
-from sklearn_cnn._training import ImageData  # noqa: E402
+from sklearn_cnn._sources import (  # noqa: E402
+    ArrayImages,
+    ImageLayout,
+    LabelledImages,
+)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +116,10 @@ def test_gradient_accumulation_goes_through_accelerate():
 @pytest.mark.parametrize("n_samples", [10, 11, 33])
 def test_sharded_batches_cover_every_image_once_per_epoch(n_samples):
     n_processes, batch_size = 3, 4
-    data = ImageData(torch.arange(n_samples).reshape(n_samples, 1, 1, 1), None)
+    images = np.arange(n_samples).reshape(n_samples, 1, 1, 1)
+    data = LabelledImages(
+        ArrayImages(images, ImageLayout("nchw", (1, 1, 1))), device="cpu"
+    )
     shards, lengths = [], []
     for rank in range(n_processes):
         net = AcceleratedImageNet(

@@ -129,7 +129,7 @@ def test_a_set_too_large_for_the_gpu_streams_from_pinned_memory(learnable, monke
     X, y = learnable
     resident = CNNImageClassifier(**FAST, device="cuda").fit(X, y)
     # No share of GPU memory is small enough for any set: the real streaming path.
-    monkeypatch.setattr("sklearn_cnn._training._GPU_RESIDENT_FRACTION", 0.0)
+    monkeypatch.setattr("sklearn_cnn._sources._GPU_RESIDENT_FRACTION", 0.0)
     record = RecordTrainingData()
     streamed = CNNImageClassifier(**FAST, device="cuda", callbacks=[record])
     streamed.fit(X, y)

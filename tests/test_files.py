@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from skorch.callbacks import Callback
 
 from sklearn_cnn import CNNImageClassifier
-from sklearn_cnn._files import validate_image_files
+from sklearn_cnn._sources import LabelledImages, image_source
 from sklearn_cnn.augmentation import RandomHorizontalFlip, RandomVerticalFlip
 from sklearn_cnn.datasets import load_image_folder
 from sklearn_cnn.preprocessing import ImageScaler
@@ -328,16 +328,18 @@ def test_each_process_decodes_only_its_shard_of_the_files(tmp_path, monkeypatch)
         path = tmp_path / f"{value:02d}.png"
         Image.fromarray(np.full((2, 2), value, dtype=np.uint8)).save(path)
         paths.append(str(path))
-    files = validate_image_files(CNNImageClassifier(), paths, reset=True)
+    files = LabelledImages(
+        image_source(CNNImageClassifier(), paths, reset=True), device="cpu"
+    )
     read = []
-    import sklearn_cnn._training as training
+    import sklearn_cnn._sources as sources
 
     def read_image(path, *args, **kwargs):
         read.append(path)
         return reading(path, *args, **kwargs)
 
-    reading = training.read_image
-    monkeypatch.setattr(training, "read_image", read_image)
+    reading = sources.read_image
+    monkeypatch.setattr(sources, "read_image", read_image)
     shards = []
     for rank in range(3):
         net = AcceleratedImageNet(

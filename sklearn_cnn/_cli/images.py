@@ -8,12 +8,6 @@ decoded here.
 
 from __future__ import annotations
 
-import os
-
-# Below this many files, opening them in threads costs more than it saves.
-_PARALLEL_THRESHOLD = 64
-_CHUNK = 256
-
 
 def _final_classifier(model):
     return model.steps[-1][1] if hasattr(model, "steps") else model
@@ -50,28 +44,20 @@ def _open_error(path: str) -> str | None:
     """Why ``path`` cannot be opened as an image, or None. Reads the header only."""
     from PIL import Image
 
+    from ..datasets._folder import FILE_ERRORS
+
     try:
         with Image.open(path):
             return None
-    except Exception as error:
-        # Pillow's plugins raise almost anything for malformed files.
+    except FILE_ERRORS as error:
         return f"{type(error).__name__}: {error}"
 
 
 def _open_errors(paths: list[str]) -> list[str | None]:
-    """:func:`_open_error` of each path, in threads for many files."""
+    """:func:`_open_error` of each path, in threads."""
+    from ..utils._runtime import map_in_threads
 
-    def errors_of(chunk):
-        return [_open_error(path) for path in chunk]
-
-    if len(paths) < _PARALLEL_THRESHOLD:
-        return errors_of(paths)
-    from concurrent.futures import ThreadPoolExecutor
-
-    # One task per chunk: a future per file would cost more than the answers.
-    chunks = [paths[start : start + _CHUNK] for start in range(0, len(paths), _CHUNK)]
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as executor:
-        return [error for chunk in executor.map(errors_of, chunks) for error in chunk]
+    return map_in_threads(_open_error, paths)
 
 
 def readable(paths, *labels, where: str):

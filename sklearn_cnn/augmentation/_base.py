@@ -6,12 +6,11 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from .._sources import step_source
 from ..utils._image_steps import ImageStepMixin
 from ..utils._runtime import resolve_seed
 from ..utils._sklearn_private import _fit_context
 from ..utils._tensors import images_to_tensor, tensor_to_images
-from ..utils._validation import is_file_paths
-from ._images import AugmentedImages, warn_augmentation_lost
 
 
 class BaseAugmenter(ImageStepMixin):
@@ -76,18 +75,8 @@ class BaseAugmenter(ImageStepMixin):
         self : object
         """
         self._check_params()
-        if is_file_paths(X):
-            self._fit_files()
-        else:
-            vars(self).pop("fitted_on_files_", None)
-            self._validate_images(X, reset=True)
+        step_source(self, X, reset=True).fitted_by(self)
         return self
-
-    def _fit_files(self) -> None:
-        """Fitted on image files: their pixels are first seen by the classifier."""
-        for name in ("n_features_in_", "image_shape_", "feature_names_in_"):
-            vars(self).pop(name, None)
-        self.fitted_on_files_ = True
 
     def _check_params(self) -> None:
         """Check what ``_parameter_constraints`` cannot express (ranges, pairs)."""
@@ -104,19 +93,14 @@ class BaseAugmenter(ImageStepMixin):
         X : ndarray, DataFrame or AugmentedImages
             The validated images, not augmented: a DataFrame for flattened
             images under ``set_output(transform="pandas")``, and ``X`` itself
-            when it is :class:`AugmentedImages`, whose recipe this step keeps.
+            when it is :class:`AugmentedImages`, whose recipe this step keeps,
+            or image files, which the estimator decodes.
         """
-        if is_file_paths(X):
-            # Image files pass through to CNNImageClassifier, which decodes them.
-            return X
         check_is_fitted(self)
         if getattr(self, "fitted_on_files_", False):
-            # No image shape was recorded at fit; the classifier checks images.
+            # No image shape was recorded at fit; the estimator checks images.
             return X
-        X_nchw, layout = self._validate_images(X, reset=False)
-        if isinstance(X, AugmentedImages):
-            return X
-        return self._output(layout.from_nchw(X_nchw), X)
+        return step_source(self, X, reset=False).passed_by(self, X)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit_transform(self, X, y=None, **fit_params):
@@ -140,57 +124,18 @@ class BaseAugmenter(ImageStepMixin):
             names it asks for.
         """
         self._check_params()
-        if is_file_paths(X):
-            self._fit_files()
-            return self._pass_files_on(X)
-        vars(self).pop("fitted_on_files_", None)
-        X_nchw, layout = self._validate_images(X, reset=True)
-        value_range = 255.0 if X_nchw.dtype == np.uint8 else 1.0
+        source = step_source(self, X, reset=True)
+        source.fitted_by(self)
         generator = torch.Generator().manual_seed(resolve_seed(self.random_state))
-        augmented = self.augment_batch(
-            images_to_tensor(X_nchw), generator=generator, value_range=value_range
-        )
-        result = layout.from_nchw(tensor_to_images(augmented, X_nchw.dtype))
-        feature_names = self._output_feature_names(result)
-        if isinstance(X, AugmentedImages) and not X.post_steps:
-            # Two augmenters in a row: both run in every epoch.
-            return AugmentedImages(
-                result,
-                source=X.source,
-                source_layout=X.source_layout,
-                augmenters=(*X.augmenters, self),
-                feature_names=feature_names,
-            )
-        if isinstance(X, AugmentedImages):
-            steps = ", ".join(type(step).__name__ for step in X.post_steps)
-            warn_augmentation_lost(
-                f"{type(self).__name__} comes after other augmenters with {steps} "
-                "in between: the classifier redraws only augmenters that follow "
-                "one another, so the earlier ones keep one fixed draw.",
-                stacklevel=4,  # past the _fit_context wrapper, to the caller
-            )
-        return AugmentedImages(
-            result,
-            source=layout.from_nchw(X_nchw),
-            source_layout=layout,
-            augmenters=(self,),
-            feature_names=feature_names,
-        )
 
-    def _pass_files_on(self, X) -> AugmentedImages:
-        """Image files, with this augmenter for the classifier to apply.
+        def augment(X_nchw):
+            value_range = 255.0 if X_nchw.dtype == np.uint8 else 1.0
+            augmented = self.augment_batch(
+                images_to_tensor(X_nchw), generator=generator, value_range=value_range
+            )
+            return tensor_to_images(augmented, X_nchw.dtype)
 
-        Nothing is drawn before the files are decoded: the classifier augments
-        every batch it decodes, in every epoch.
-        """
-        earlier = ()
-        if isinstance(X, AugmentedImages) and not X.post_steps:
-            earlier = X.augmenters
-            X = X.to_numpy()
-        paths = np.asarray(X, dtype=object)
-        return AugmentedImages(
-            paths, source=paths, source_layout=None, augmenters=(*earlier, self)
-        )
+        return source.augmented_by(self, X, augment)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as nn_functional
 from torchvision.transforms.v2 import functional as tv_functional
 
+from .._sources import IMAGE_SHAPE_DOC
 from ..utils._image_steps import IMAGE_ATTRIBUTES_DOC
 from ..utils._sklearn_private import HasMethods, Interval, _BaseComposition
-from ..utils._validation import IMAGE_SHAPE_DOC
 from ._base import BaseAugmenter
 
 # ---------------------------------------------------------------------------

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
+import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +16,25 @@ from sklearn.utils import Bunch
 # What load_image_folder reads, by file extension (compared in lower case).
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
 
-# Below this many files, threads cost more than they save and a bar is noise.
-_PARALLEL_THRESHOLD = 64
+# Below this many files a progress bar is noise.
 _PROGRESS_THRESHOLD = 500
-# Decoding is I/O and C code that releases the GIL; a few threads are enough.
-_MAX_THREADS = 8
 # How many unreadable files one warning names before summarising the rest.
 _MAX_LISTED = 10
 
 _RESAMPLING = Image.Resampling.BILINEAR
+
+# What a damaged or foreign file makes Pillow's plugins raise. Anything else (a
+# MemoryError, a KeyboardInterrupt, a bug) is never the file's fault.
+FILE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+)
 
 
 def check_image_size(image_size, *, allow_none: bool = False) -> tuple[int, int] | None:
@@ -131,9 +142,10 @@ def _try_read(path: str, image_size) -> np.ndarray | str:
     """The decoded image, or why it could not be read."""
     try:
         return read_image(path, image_size)
-    except Exception as error:
-        # Malformed files make Pillow's plugins raise almost anything (OSError,
-        # SyntaxError, struct.error, DecompressionBombError...): all mean "unreadable".
+    except FILE_ERRORS as error:
+        # What malformed files make Pillow's plugins raise (OSError, SyntaxError,
+        # struct.error, DecompressionBombError...) means "unreadable"; a
+        # MemoryError or a bug is never the file's fault.
         return f"{type(error).__name__}: {error}"
 
 
@@ -283,40 +295,34 @@ def _check_same_size(images: list[np.ndarray], where: str) -> None:
 
 
 def _decode_all(files: list[str], image_size, n_jobs, verbose) -> list:
-    """Decode ``files`` in order, in threads for large folders, with a bar."""
-    n_files = len(files)
-    if n_jobs is None:
-        n_threads = min(_MAX_THREADS, os.cpu_count() or 1)
-    elif n_jobs < 0:
-        n_threads = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    else:
-        n_threads = n_jobs
-    if n_files < _PARALLEL_THRESHOLD:
-        n_threads = 1
-    show_bar = n_files >= _PROGRESS_THRESHOLD if verbose == "auto" else bool(verbose)
-    results_iter = None
-    executor = None
-    if n_threads > 1:
-        executor = ThreadPoolExecutor(max_workers=n_threads)
-        results_iter = executor.map(_try_read, files, [image_size] * n_files)
-    else:
-        results_iter = (_try_read(path, image_size) for path in files)
-    try:
-        if show_bar:
-            from tqdm.auto import tqdm
+    """Decode ``files`` in order, in threads, with a bar for large folders."""
+    from ..utils._runtime import map_in_threads, thread_count
 
-            results_iter = tqdm(
-                results_iter,
-                total=n_files,
-                desc="Loading images",
-                unit="img",
-                # "auto": only on a terminal, never into log files.
-                disable=None if verbose == "auto" else False,
-            )
-        return list(results_iter)
+    n_files = len(files)
+    show_bar = n_files >= _PROGRESS_THRESHOLD if verbose == "auto" else bool(verbose)
+    bar = None
+    if show_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=n_files,
+            desc="Loading images",
+            unit="img",
+            # "auto": only on a terminal, never into log files.
+            disable=None if verbose == "auto" else False,
+        )
+
+    def decode(path):
+        result = _try_read(path, image_size)
+        if bar is not None:
+            bar.update()
+        return result
+
+    try:
+        return map_in_threads(decode, files, n_threads=thread_count(n_jobs))
     finally:
-        if executor is not None:
-            executor.shutdown(cancel_futures=True)
+        if bar is not None:
+            bar.close()
 
 
 def load_image_folder(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.special import softmax
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from .._backbones import BackboneNetwork
-from ..utils._validation import validate_images
+from .._inference import network_outputs
+from .._sources import select_image
 
 # A backbone body with fewer top-level blocks than this is shown one level deeper.
 _MIN_BACKBONE_ROWS = 4
@@ -138,36 +141,6 @@ def _split_estimator(estimator):
     return preprocessing, classifier
 
 
-def _one_image_batch(estimator, X, index: int) -> np.ndarray:
-    """``X[index : index + 1]``, where ``X`` may also be a single image."""
-    X = np.asarray(X)
-    n_features = getattr(estimator, "n_features_in_", None)
-    single = (
-        n_features is not None
-        and X.size == n_features
-        and X.ndim in (2, 3)
-        and not (X.ndim == 2 and X.shape[0] == 1)
-    )
-    if single:
-        X = X[np.newaxis]
-    if not -len(X) <= index < len(X):
-        raise IndexError(
-            f"index={index} is out of range for a batch of {len(X)} image(s)."
-        )
-    index = index % len(X)
-    return X[index : index + 1]
-
-
-def _network_input(classifier, X) -> torch.Tensor:
-    """The float32 channels-first batch the network sees, as the classifier makes it."""
-    X_nchw, _ = validate_images(classifier, X, reset=False)
-    images = torch.from_numpy(np.ascontiguousarray(X_nchw, dtype=np.float32))
-    if X_nchw.dtype == np.uint8:
-        # The classifier scales uint8 pixels to 0-1 batch by batch.
-        images = images / 255.0
-    return images
-
-
 def _layer_type(layer: torch.nn.Module) -> str:
     """The layer's class name; a private subclass shows as its public base."""
     for cls in type(layer).__mro__:
@@ -289,16 +262,19 @@ def layer_trace(estimator, X, *, index=0):
     """
     check_is_fitted(estimator)
     preprocessing, classifier = _split_estimator(estimator)
-    X_one = _one_image_batch(estimator, X, index)
+    X_one = select_image(estimator, X, index)
     if preprocessing is not None:
         X_one = preprocessing.transform(X_one)
-    images = _network_input(classifier, X_one)
+    source = classifier._prediction_source(X_one)
+    height, width, channels = source.image_shape
 
-    module = classifier.net_.module_
+    # The trace's own copy of the network: its hooks and its mode are this
+    # call's, so threads predicting with the fitted model meanwhile are not
+    # disturbed (nor recorded).
+    module = copy.deepcopy(classifier.net_.module_).eval()
     parameters = list(module.parameters())
-    device = parameters[0].device if parameters else torch.device("cpu")
     leaves = _traced_layers(module)
-    rows: list[LayerRow] = [LayerRow("input", "Input", tuple(images.shape), 0)]
+    rows: list[LayerRow] = [LayerRow("input", "Input", (1, channels, height, width), 0)]
 
     def recorder(name, layer):
         # A leaf owns its parameters; a backbone's block counts all inside it.
@@ -316,20 +292,17 @@ def layer_trace(estimator, X, *, index=0):
 
         return hook
 
-    handles = [
-        layer.register_forward_hook(recorder(name, layer)) for name, layer in leaves
-    ]
-    was_training = module.training
-    try:
-        module.eval()
-        with torch.inference_mode():
-            logits = module(images.to(device))
-    finally:
-        module.train(was_training)
-        for handle in handles:
-            handle.remove()
-    rows.append(LayerRow("softmax", "Softmax", _output_shape(logits), 0))
-    probabilities = classifier.predict_proba(X_one)[0]
+    for name, layer in leaves:
+        layer.register_forward_hook(recorder(name, layer))
+    logits = network_outputs(
+        module,
+        source,
+        classifier.prediction_settings_,
+        device=torch.device(classifier.device_),
+        batch_size=1,
+    )
+    rows.append(LayerRow("softmax", "Softmax", tuple(logits.shape), 0))
+    probabilities = softmax(logits.astype(np.float64), axis=1)[0]
     return LayerTrace(
         rows=tuple(rows),
         classes=classifier.classes_,

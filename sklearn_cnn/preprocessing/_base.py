@@ -6,11 +6,10 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ..augmentation._images import AugmentedImages
+from .._sources import step_source
 from ..utils._image_steps import ImageStepMixin
 from ..utils._sklearn_private import _fit_context
 from ..utils._tensors import images_to_tensor, tensor_to_images
-from ..utils._validation import ImageLayout
 
 
 def transform_batch_doc(
@@ -55,8 +54,7 @@ class BaseImageTransformer(ImageStepMixin):
         self : object
             The fitted transformer.
         """
-        X_nchw, _ = self._validate_images(X, reset=True)
-        self._fit_images(X_nchw)
+        self._fit_images(step_source(self, X, reset=True).to_nchw_array(self))
         return self
 
     def _fit_images(self, X_nchw: np.ndarray) -> None:
@@ -87,19 +85,15 @@ class BaseImageTransformer(ImageStepMixin):
             so that per-epoch augmentation survives this step.
         """
         check_is_fitted(self)
-        X_nchw, layout = self._validate_images(X, reset=False)
-        with torch.inference_mode():
-            transformed = tensor_to_images(
-                self.transform_batch(images_to_tensor(X_nchw)),
-                self._output_dtype(X_nchw.dtype),
-            )
-        result = ImageLayout(layout.kind, tuple(transformed.shape[1:])).from_nchw(
-            transformed
-        )
-        if isinstance(X, AugmentedImages):
-            # Keep per-epoch augmentation alive through this deterministic step.
-            return X.with_post_step(result, self, self._output_feature_names(result))
-        return self._output(result, X)
+
+        def transform(X_nchw):
+            with torch.inference_mode():
+                return tensor_to_images(
+                    self.transform_batch(images_to_tensor(X_nchw)),
+                    self._output_dtype(X_nchw.dtype),
+                )
+
+        return step_source(self, X, reset=False).transformed_by(self, X, transform)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

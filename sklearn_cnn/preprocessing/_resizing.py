@@ -11,9 +11,9 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tv_functional
 
+from .._sources import IMAGE_SHAPE_DOC
 from ..utils._image_steps import IMAGE_ATTRIBUTES_DOC
 from ..utils._sklearn_private import Interval, StrOptions
-from ..utils._validation import IMAGE_SHAPE_DOC
 from ._base import BaseImageTransformer, transform_batch_doc
 
 _SIDE = Interval(Integral, 1, None, closed="left")

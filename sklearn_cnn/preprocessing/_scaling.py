@@ -7,9 +7,9 @@ from numbers import Real
 import numpy as np
 import torch
 
+from .._sources import IMAGE_SHAPE_DOC
 from ..utils._image_steps import IMAGE_ATTRIBUTES_DOC
 from ..utils._sklearn_private import Interval, StrOptions
-from ..utils._validation import IMAGE_SHAPE_DOC
 from ._base import BaseImageTransformer, transform_batch_doc
 
 # Statistics of the ImageNet training set for RGB pixels in [0, 1], the ones

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 
+from .._sources import IMAGE_SHAPE_CONSTRAINT
 from ._sklearn_private import output_container, wrap_in_container
-from ._validation import IMAGE_SHAPE_CONSTRAINT, validate_images
 
 # numpydoc shared by the class docstrings of every image transformer and
 # augmenter (indented for a class docstring).
@@ -39,10 +39,6 @@ class ImageStepMixin(
     def __init_subclass__(cls, **kwargs):
         # Subclasses too: outputs are wrapped by _output, never automatically.
         super().__init_subclass__(**{**kwargs, "auto_wrap_output_keys": None})
-
-    def _validate_images(self, X, *, reset: bool):
-        """Channels-first view and layout of ``X``, as every estimator reads it."""
-        return validate_images(self, X, reset=reset, image_shape=self.image_shape)
 
     def set_output(self, *, transform=None):
         """Set the container of what ``transform`` and ``fit_transform`` return.

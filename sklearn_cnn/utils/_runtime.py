@@ -6,11 +6,57 @@ import contextlib
 import functools
 import inspect
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
+
+# Decoding is I/O and C code that releases the GIL; a few threads are enough,
+# and more rarely help a training step that wants the cores.
+_MAX_THREADS = 8
+
+
+def thread_count(n_jobs: int | None = None) -> int:
+    """Threads for decoding and listing images: the package's one rule.
+
+    ``n_jobs`` as joblib reads it (None: one per CPU this process may use,
+    within any ``joblib.parallel_config``), at most 8.
+    """
+    from joblib import effective_n_jobs
+
+    if n_jobs is not None:
+        return max(1, effective_n_jobs(n_jobs))
+    return max(1, min(_MAX_THREADS, effective_n_jobs(-1)))
+
+
+def map_in_threads(
+    function: Callable, items: Iterable, *, n_threads: int | None = None
+) -> list:
+    """``[function(item) for item in items]``, in threads when there are many.
+
+    Results come in the order of ``items``; the first exception is raised.
+    """
+    items = list(items)
+    n_threads = thread_count() if n_threads is None else n_threads
+    if n_threads == 1 or len(items) < 2:
+        return [function(item) for item in items]
+    chunk = max(1, -(-len(items) // (4 * n_threads)))
+    chunks = [items[start : start + chunk] for start in range(0, len(items), chunk)]
+    with ThreadPoolExecutor(
+        max_workers=n_threads, thread_name_prefix="sklearn_cnn"
+    ) as executor:
+        # One task per chunk: a future per item costs more than small work.
+        done = executor.map(lambda part: [function(item) for item in part], chunks)
+        return [result for part in done for result in part]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """The package's one autocast: ``dtype`` on ``device``, or nothing for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -113,6 +159,9 @@ _INITIALIZERS = tuple(
 )
 _SAMPLERS = frozenset(_TENSOR_SAMPLERS + _TORCH_SAMPLERS + _INITIALIZERS)
 _DROPOUTS = {"dropout": False, "dropout1d": True, "dropout2d": True, "dropout3d": True}
+_ALPHA_DROPOUTS = {"alpha_dropout": False, "feature_alpha_dropout": True}
+# SELU's negative saturation, -scale * alpha: what alpha dropout sets dropped units to.
+_SELU_SATURATION = -1.7580993408473766
 
 
 class _SeededRandomOps(TorchFunctionMode):
@@ -130,6 +179,8 @@ class _SeededRandomOps(TorchFunctionMode):
         super().__init__()
         self.seed = seed
         self.generators: dict[torch.device, torch.Generator] = {}
+        # Whether any random operation was given a generator since entering.
+        self.drew = False
 
     def generator(self, device) -> torch.Generator:
         device = torch.device(device)
@@ -143,10 +194,38 @@ class _SeededRandomOps(TorchFunctionMode):
         kwargs = dict(kwargs or {})
         name = getattr(func, "__name__", None)
         if name in _SAMPLERS and kwargs.get("generator") is None:
+            self.drew = True
             kwargs["generator"] = self.generator(_device_of(args, kwargs))
         elif name in _DROPOUTS:
             return self.dropout(*args, channelwise=_DROPOUTS[name], **kwargs)
+        elif name in _ALPHA_DROPOUTS:
+            return self.alpha_dropout(
+                *args, channelwise=_ALPHA_DROPOUTS[name], **kwargs
+            )
         return func(*args, **kwargs)
+
+    def _keep_mask(self, input, p, channelwise):
+        shape = input.shape
+        if channelwise:
+            # One draw per (sample, channel), shared by all the pixels of a map.
+            shape = input.shape[:2] + (1,) * (input.dim() - 2)
+        keep = torch.empty(shape, dtype=input.dtype, device=input.device)
+        self.drew = True
+        return keep.bernoulli_(1 - p, generator=self.generator(input.device))
+
+    def alpha_dropout(
+        self, input, p=0.5, training=False, inplace=False, *, channelwise
+    ):
+        """Alpha dropout (SELU networks) with our generator, as torch computes it."""
+        if not training or p == 0:
+            return input
+        if p == 1:
+            return input.mul_(0) if inplace else input * 0
+        keep = self._keep_mask(input, p, channelwise)
+        scale = ((1 - p) * (1 + p * _SELU_SATURATION**2)) ** -0.5
+        shift = -scale * _SELU_SATURATION * p
+        output = (input * keep + _SELU_SATURATION * (1 - keep)) * scale + shift
+        return input.copy_(output) if inplace else output
 
     def dropout(self, input, p=0.5, training=True, inplace=False, *, channelwise):
         """Inverted dropout with our generator (torch's own has no generator)."""
@@ -154,12 +233,7 @@ class _SeededRandomOps(TorchFunctionMode):
             return input
         if p == 1:
             return input.mul_(0) if inplace else input * 0
-        shape = input.shape
-        if channelwise:
-            # One draw per (sample, channel), shared by all the pixels of a map.
-            shape = input.shape[:2] + (1,) * (input.dim() - 2)
-        keep = torch.empty(shape, dtype=input.dtype, device=input.device)
-        keep.bernoulli_(1 - p, generator=self.generator(input.device))
+        keep = self._keep_mask(input, p, channelwise)
         keep.div_(1 - p)
         return input.mul_(keep) if inplace else input * keep
 
@@ -180,26 +254,38 @@ def seeded_random_ops(seed: int) -> Iterator[None]:
         yield
 
 
-def seeded_training_ops(module: torch.nn.Module, seed: int):
-    """:func:`seeded_random_ops` for training, for networks that draw while training.
+class TrainingRandomness:
+    """Seeded random operations for the forward passes of training, when they draw.
 
-    Only dropout (and torchvision's stochastic depth) draws in a forward pass;
-    our own shuffling and augmentation use explicit generators. The mode costs
-    every torch call a Python dispatch (15 to 20 % of a 32 px epoch of the
-    default network), so it is entered only when a layer of ``module`` draws.
-    A layer that draws by other means runs on the process-wide generator.
+    Dropout, stochastic depth (torchvision's, timm's ``DropPath``), a module's
+    own ``F.dropout`` or ``torch.rand``: whatever draws gets a generator of this
+    fit, never the process-wide one. The mode costs every torch call a Python
+    dispatch (15 to 20 % of a 32 px epoch of the default network), so the first
+    training step runs inside it and notes whether anything drew; only then do
+    the later steps run inside it too.
     """
-    from torchvision.ops import StochasticDepth
 
-    drawing = (
-        torch.nn.Dropout,
-        torch.nn.Dropout1d,
-        torch.nn.Dropout2d,
-        torch.nn.Dropout3d,
-        torch.nn.AlphaDropout,
-        torch.nn.FeatureAlphaDropout,
-        StochasticDepth,
-    )
-    if any(isinstance(layer, drawing) for layer in module.modules()):
-        return seeded_random_ops(seed)
-    return contextlib.nullcontext()
+    def __init__(self, seed: int):
+        self.mode: _SeededRandomOps | None = _SeededRandomOps(seed)
+
+    def step(self):
+        """A context for one training step."""
+        if self.mode is None:
+            return contextlib.nullcontext()
+        return _ObservedStep(self)
+
+
+class _ObservedStep:
+    def __init__(self, randomness: TrainingRandomness):
+        self.randomness = randomness
+
+    def __enter__(self):
+        self.randomness.mode.__enter__()
+
+    def __exit__(self, *exc_info):
+        mode = self.randomness.mode
+        mode.__exit__(*exc_info)
+        if exc_info[0] is None and not mode.drew:
+            # Nothing random in a training step: the later ones skip the mode.
+            self.randomness.mode = None
+        return False

@@ -1,0 +1,85 @@
+"""The one inference loop: prediction, feature extraction and the layer trace.
+
+One loop over the package's one ``DataLoader``, one autocast helper
+(``utils/_runtime.autocast``) and one out-of-memory rule: a CUDA
+out-of-memory error halves the number of images per forward pass for the rest
+of the call (down to one image) and carries on. The loop reads the fitted network and changes nothing in it, so
+any number of threads may run it on one model at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from ._sources import ImageSource, LabelledImages, batch_loader
+
+
+def network_outputs(
+    module: torch.nn.Module,
+    source: ImageSource,
+    settings,
+    *,
+    device: torch.device,
+    batch_size: int,
+    forward: Callable | None = None,
+) -> np.ndarray:
+    """``forward(module, images)`` for every image of ``source``, as float32 numpy.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The fitted network, in evaluation mode.
+    source : ImageSource
+        The images, read batch by batch.
+    settings : PredictionSettings
+        The memory format and autocast dtype fixed at fit.
+    device : torch.device
+        Where ``module`` lives.
+    batch_size : int
+        Images per forward pass (the training batch size: larger inference
+        batches measured slower on CPUs, whose caches they overflow).
+    forward : callable, default=None
+        ``forward(module, images) -> Tensor``; None calls ``module(images)``.
+
+    Returns
+    -------
+    outputs : ndarray of shape (n_images, ...)
+    """
+    forward = forward or _call
+    device = torch.device(device)
+    loader = batch_loader(
+        LabelledImages(source, device=device), batch_size=batch_size, shuffle=False
+    )
+    # The out-of-memory rule: halve the images per forward pass and keep that
+    # size for the rest of the call, down to one image.
+    limit = batch_size
+    outputs = []
+    for batch, _ in loader:
+        start = 0
+        while start < len(batch):
+            chunk = batch[start : start + limit]
+            try:
+                outputs.append(_outputs(module, chunk, settings, device, forward))
+            except torch.cuda.OutOfMemoryError:
+                if limit == 1:
+                    raise
+                limit = max(1, limit // 2)
+                torch.cuda.empty_cache()
+                continue
+            start += len(chunk)
+    return np.concatenate(outputs)
+
+
+def _call(module, images):
+    return module(images)
+
+
+def _outputs(module, batch, settings, device, forward) -> np.ndarray:
+    with torch.inference_mode():
+        images = settings.preparer(batch)(batch, training=False)
+        with settings.autocast(device):
+            outputs = forward(module, images)
+    return outputs.float().cpu().numpy()
