@@ -3,8 +3,9 @@
 One loop over the package's one ``DataLoader``, one autocast helper
 (``utils/_runtime.autocast``) and one out-of-memory rule: a CUDA
 out-of-memory error halves the number of images per forward pass for the rest
-of the call (down to one image) and carries on. The loop reads the fitted network and changes nothing in it, so
-any number of threads may run it on one model at once.
+of the call (down to one image) and carries on. The loop reads the fitted
+network and changes nothing in it, so any number of threads may run it on one
+model at once.
 """
 
 from __future__ import annotations
