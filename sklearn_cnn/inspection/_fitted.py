@@ -161,3 +161,13 @@ def uses_uint8_scaling(estimator, input_dtype=np.uint8) -> bool:
         if output_dtype is not None:
             dtype = np.dtype(output_dtype(dtype))
     return dtype == np.uint8
+
+
+def prediction_autocast_dtype(final) -> torch.dtype | None:
+    """The reduced precision the fitted estimator predicts in; None for float32."""
+    settings = getattr(final, "prediction_settings_", None)
+    if settings is not None:
+        return settings.autocast_dtype
+    from ..utils._runtime import resolve_precision
+
+    return resolve_precision(final.precision, torch.device(final.device_))
