@@ -8,6 +8,7 @@ __all__ = [
     "CNNFeatureExtractor",
     "CNNImageClassifier",
     "__version__",
+    "export_onnx",
     "load_model",
     "save_model",
 ]
@@ -18,6 +19,7 @@ _public_attribute, __dir__ = _lazy.attach(
     submodules=["augmentation", "datasets", "inspection", "preprocessing", "utils"],
     attributes={
         "_classifier": ["CNNImageClassifier"],
+        "_export": ["export_onnx"],
         "_features": ["CNNFeatureExtractor"],
         "_persistence": ["load_model", "save_model"],
     },

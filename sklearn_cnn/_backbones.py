@@ -8,9 +8,10 @@ normalization its weights expect); :class:`BackboneNetwork` puts a new linear
 head on it, sized for the classes.
 
 Weights come from torchvision's own loader and cache
-(``$TORCH_HOME/hub/checkpoints/``), from timm, or from a state-dict file. When
-torchvision's file is neither cached nor downloadable, the error names the file
-and the folder to put it in.
+(``$TORCH_HOME/hub/checkpoints/``), from timm, from the Hugging Face Hub
+(``"hf-hub:<org>/<name>"``, through timm and ``huggingface_hub``'s cache), or
+from a state-dict file. When a file is neither cached nor downloadable, the
+error names the file and the folder to put it in.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ from torch import nn
 
 # The prefix that names a timm model in the ``backbone`` parameter.
 TIMM_PREFIX = "timm/"
+# The prefix of a timm model on the Hugging Face Hub: "hf-hub:<org>/<name>".
+HUB_PREFIX = "hf-hub:"
+# What timm reads from a Hub repository: the architecture, then the weights.
+HUB_FILES = ("config.json", "model.safetensors")
 # Suffixes that make a string ``weights`` a file rather than a weights name.
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -166,8 +171,9 @@ def load_backbone(
     Parameters
     ----------
     backbone : str or nn.Module
-        A torchvision classification model name, ``"timm/<name>"``, or a module
-        used as the body (copied, never modified).
+        A torchvision classification model name, ``"timm/<name>"``,
+        ``"hf-hub:<org>/<name>"`` for a timm model on the Hugging Face Hub, or
+        a module used as the body (copied, never modified).
     weights : None, str or path-like
         None (random initialization), ``"DEFAULT"`` or a torchvision weights
         entry name, or a state-dict file (``.safetensors``, ``.pt``, ``.pth``).
@@ -185,7 +191,8 @@ def load_backbone(
     if not isinstance(backbone, str):
         raise TypeError(
             "backbone must be the name of a torchvision model (for example "
-            "'resnet18'), 'timm/<name>' or a torch.nn.Module; got "
+            "'resnet18'), 'timm/<name>', 'hf-hub:<org>/<name>' or a "
+            "torch.nn.Module; got "
             f"{backbone!r}."
         )
     if in_channels not in (1, 3):
@@ -196,6 +203,8 @@ def load_backbone(
         )
     if backbone.startswith(TIMM_PREFIX):
         return _timm_backbone(backbone[len(TIMM_PREFIX) :], weights, weights_file)
+    if backbone.startswith(HUB_PREFIX):
+        return _hub_backbone(backbone[len(HUB_PREFIX) :], weights, weights_file)
     return _torchvision_backbone(backbone, weights, weights_file)
 
 
@@ -333,6 +342,81 @@ def _timm_backbone(name: str, weights, weights_file: Path | None) -> Backbone:
     # Models with a convolutional head after the pool (MobileNetV3) end wider.
     n_features = getattr(model, "head_hidden_size", None) or model.num_features
     return Backbone(model, n_features, rgb=True, name=name)
+
+
+# -- the Hugging Face Hub, through timm ------------------------------------------------
+def _import_hub(repo_id: str):
+    try:
+        import huggingface_hub
+        import timm
+    except ImportError:
+        raise ImportError(
+            f"backbone='hf-hub:{repo_id}' needs the timm and huggingface_hub "
+            "packages: pip install timm huggingface_hub (or pip install "
+            "'sklearn-cnn[hub]')."
+        ) from None
+    return timm, huggingface_hub
+
+
+def _hub_files_missing(repo_id: str, error: Exception) -> FileNotFoundError:
+    """The error for Hub files that are neither cached nor downloadable."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    missing = [
+        name
+        for name in HUB_FILES
+        if not isinstance(try_to_load_from_cache(repo_id, name), str)
+    ]
+    folder = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+    files = ", ".join(map(repr, missing or HUB_FILES))
+    return FileNotFoundError(
+        f"The Hugging Face Hub files of {repo_id} are not in the cache and could "
+        f"not be downloaded{offline} ({type(error).__name__}). Missing: {files}, "
+        f"expected in the folder {str(folder / 'snapshots' / '<revision>')!r}, "
+        "whose refs/main names the revision (HF_HOME or HF_HUB_CACHE moves the "
+        "cache). Download them where there is a network "
+        f"(huggingface_hub.snapshot_download({repo_id!r})), or save the model's "
+        "state dict to a file and pass backbone='timm/<architecture>' with "
+        "weights=<that file>."
+    )
+
+
+def _hub_config(repo_id: str) -> dict:
+    """The repository's ``config.json``, from the cache or downloaded."""
+    import json
+
+    _, huggingface_hub = _import_hub(repo_id)
+    try:
+        path = huggingface_hub.hf_hub_download(repo_id, HUB_FILES[0])
+    except (OSError, http.client.HTTPException) as error:
+        raise _hub_files_missing(repo_id, error) from None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _hub_backbone(repo_id: str, weights, weights_file: Path | None) -> Backbone:
+    timm, _ = _import_hub(repo_id)
+    if weights is not None and weights_file is None and weights != "DEFAULT":
+        raise ValueError(
+            f"weights={weights!r} is not something the Hub can load: pass "
+            "weights='DEFAULT' for the weights of the repository, a state-dict "
+            "file, or None for random weights (the architecture still comes "
+            "from the repository's config.json)."
+        )
+    try:
+        model = timm.create_model(
+            HUB_PREFIX + repo_id, pretrained=weights == "DEFAULT", num_classes=0
+        )
+    except (OSError, http.client.HTTPException) as error:
+        raise _hub_files_missing(repo_id, error) from None
+    if weights_file is not None:
+        classifier = model.pretrained_cfg.get("classifier") or ""
+        _load_state(
+            model, weights_file, drop_prefix=classifier, what=HUB_PREFIX + repo_id
+        )
+    n_features = getattr(model, "head_hidden_size", None) or model.num_features
+    return Backbone(model, n_features, rgb=True, name=HUB_PREFIX + repo_id)
 
 
 # -- a module as the body -------------------------------------------------------------
@@ -485,6 +569,12 @@ def expected_normalization(backbone, weights) -> Normalization | None:
     """
     if weights is None or not isinstance(backbone, str) or _weights_file(weights):
         return None
+    if backbone.startswith(HUB_PREFIX):
+        config = _hub_config(backbone[len(HUB_PREFIX) :])
+        pretrained = config.get("pretrained_cfg", config)
+        if "mean" not in pretrained or "std" not in pretrained:
+            return None
+        return Normalization(tuple(pretrained["mean"]), tuple(pretrained["std"]))
     if backbone.startswith(TIMM_PREFIX):
         import timm
 

@@ -1,4 +1,4 @@
-"""The ``sklearn-cnn`` command: train, predict and evaluate image classifiers.
+"""The ``sklearn-cnn`` command: train, predict, evaluate and export image classifiers.
 
 A thin layer over the public API: data from :mod:`sklearn_cnn.datasets`, a
 Pipeline of :class:`~sklearn_cnn.preprocessing.ImageScaler`,
@@ -23,14 +23,14 @@ import sys
 import time
 from collections.abc import Sequence
 
-from ._cli import evaluate, predict, train
+from ._cli import evaluate, export, predict, train
 from ._cli.common import PROGRAM, CommandInterrupted, one_line, short_warnings
 from ._cli.parsing import CommandParser
 
 # Before anything heavy is imported: the start of the "Wall time" of the whole
 # run where the process's own start time is unknown.
 _IMPORTED_AT = time.perf_counter()
-SUB_COMMANDS = (train, predict, evaluate)
+SUB_COMMANDS = (train, predict, evaluate, export)
 
 
 def build_parser() -> CommandParser:

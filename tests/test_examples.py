@@ -55,7 +55,9 @@ def test_cells_end_without_printing_an_object(path):
 @pytest.mark.parametrize(
     "name",
     [
+        "plot_activation_maps.py",
         "plot_cross_val_score.py",
+        "plot_export_onnx.py",
         "plot_grid_search.py",
         "plot_image_classification_pipeline.py",
         "plot_image_folder.py",

@@ -22,6 +22,7 @@ PUBLIC = {
         "CNNFeatureExtractor",
         "CNNImageClassifier",
         "__version__",
+        "export_onnx",
         "load_model",
         "save_model",
     ],
@@ -44,9 +45,13 @@ PUBLIC = {
     "sklearn_cnn.inspection": [
         "LayerRow",
         "LayerTrace",
+        "class_activation_map",
         "layer_trace",
+        "most_confused",
+        "plot_class_activation_maps",
         "plot_history",
         "plot_predictions",
+        "plot_top_losses",
     ],
     "sklearn_cnn.preprocessing": [
         "BaseImageTransformer",

@@ -32,7 +32,10 @@ def add_parser(commands) -> None:
         "--report",
         metavar="DIR",
         default=None,
-        help="also write the confusion matrix, a prediction grid and metrics to DIR",
+        help=(
+            "also write the confusion matrix, a prediction grid, activation maps, "
+            "the top losses and metrics to DIR"
+        ),
     )
     parser.set_defaults(run=run)
 
@@ -78,5 +81,7 @@ def run(args, started: float) -> int:
         # Spread over the folder, which is sorted by class: every class shows.
         picked = np.unique(np.linspace(0, len(X) - 1, GRID_SIZE).round().astype(int))
         shown = shown_images(model, X[picked], y[picked], files=files)
-        plotted = write_report(args.report, model, shown, metrics, history=False)
+        plotted = write_report(
+            args.report, model, shown, metrics, history=False, evaluated=(X, y)
+        )
     return finish(started, plotted=plotted)

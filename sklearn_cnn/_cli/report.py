@@ -12,6 +12,8 @@ from .common import CommandError, indent
 
 # How many test images the prediction grid shows.
 GRID_SIZE = 16
+# How many of the images the model is most wrong about the report shows.
+TOP_LOSSES = 9
 PLOTS_SKIPPED = (
     "Plots skipped: matplotlib is not installed. Install it with "
     "'pip install matplotlib' and run the command again to get the plots."
@@ -103,20 +105,33 @@ def check_report_folder(folder: str) -> None:
         )
 
 
-def write_report(folder, model, shown, metrics: dict, *, history: bool) -> bool:
+def write_report(
+    folder, model, shown, metrics: dict, *, history: bool, evaluated=None
+) -> bool:
     """Metrics and plots in ``folder``; False when the plots had to be skipped.
 
     ``shown`` is ``(estimator, images, labels)``: the few decoded images of the
     prediction grid, and what predicts them. The confusion matrix is the one in
-    ``metrics``, so that no image is predicted twice.
+    ``metrics``, so that no image is predicted twice. ``evaluated`` is
+    ``(images, labels)`` of the whole evaluation: the top losses and the most
+    confused classes are found among them.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if evaluated is not None:
+        from sklearn_cnn.inspection import most_confused
+
+        metrics["most_confused"] = [
+            {"true": str(true), "predicted": str(predicted), "count": count}
+            for true, predicted, count in most_confused(model, *evaluated)
+        ]
     metrics_path = folder / "metrics.json"
     write_atomically(metrics_path, (json.dumps(metrics, indent=2) + "\n").encode())
     written = [metrics_path]
     try:
-        written += _write_plots(folder, model, shown, metrics, history=history)
+        written += _write_plots(
+            folder, model, shown, metrics, history=history, evaluated=evaluated
+        )
     except ImportError as error:
         if error.name is None or not error.name.startswith("matplotlib"):
             raise
@@ -132,7 +147,7 @@ def _save_png(figure, stream) -> None:
 
 
 def _write_plots(
-    folder: Path, model, shown, metrics: dict, *, history: bool
+    folder: Path, model, shown, metrics: dict, *, history: bool, evaluated
 ) -> list[Path]:
     import matplotlib
 
@@ -141,7 +156,12 @@ def _write_plots(
     import numpy as np
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    from sklearn_cnn.inspection import plot_history, plot_predictions
+    from sklearn_cnn.inspection import (
+        plot_class_activation_maps,
+        plot_history,
+        plot_predictions,
+        plot_top_losses,
+    )
 
     figures = {}
     if history:
@@ -155,6 +175,14 @@ def _write_plots(
     figures["predictions.png"] = plot_predictions(
         estimator, images, labels, n=GRID_SIZE
     )
+    # Where the network looked for the predictions of the grid.
+    figures["activation_maps.png"] = plot_class_activation_maps(
+        estimator, images, labels, n=GRID_SIZE
+    )
+    if evaluated is not None:
+        figures["top_losses.png"] = plot_top_losses(
+            model, *evaluated, n=TOP_LOSSES, heatmap=True
+        )
     written = []
     for name, figure in figures.items():
         write_atomically(folder / name, functools.partial(_save_png, figure))

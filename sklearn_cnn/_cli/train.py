@@ -187,6 +187,14 @@ def _add_classifier_options(parser) -> None:
         metavar="DEVICE",
         help="cpu, cuda, cuda:1... or auto: CUDA when available (default: auto)",
     )
+    group.add_argument(
+        "--precision",
+        dest=f"{CLASSIFIER}__precision",
+        choices=("auto", "float32", "bfloat16"),
+        help="the arithmetic of training and prediction: auto is bfloat16 where "
+        "the hardware runs it natively; float32 gives a model whose 'export' "
+        "graph matches it exactly (default: auto)",
+    )
 
 
 def _add_output_options(parser) -> None:
@@ -252,7 +260,14 @@ def run(args, started: float) -> int:
     plotted = True
     if args.report:
         metrics["history"] = model[-1].history_
-        plotted = write_report(args.report, model, shown, metrics, history=True)
+        plotted = write_report(
+            args.report,
+            model,
+            shown,
+            metrics,
+            history=True,
+            evaluated=(X_test, y_test),
+        )
     return finish(started, plotted=plotted)
 
 

@@ -4,6 +4,10 @@
   layer's output shape and parameter count, and the softmax probabilities.
 - :func:`plot_history` draws the loss and accuracy per epoch.
 - :func:`plot_predictions` shows images with their predicted and true labels.
+- :func:`class_activation_map` and :func:`plot_class_activation_maps` show
+  where in each image the network found its class (Grad-CAM and variants).
+- :func:`plot_top_losses` and :func:`most_confused` show what the model gets
+  most wrong.
 
 The plots use matplotlib, installed with the package. For a confusion
 matrix, use :meth:`sklearn.metrics.ConfusionMatrixDisplay.from_estimator`, which
@@ -12,11 +16,23 @@ works on the classifier and on a Pipeline ending in one.
 
 from .. import _lazy
 
-__all__ = ["LayerRow", "LayerTrace", "layer_trace", "plot_history", "plot_predictions"]
+__all__ = [
+    "LayerRow",
+    "LayerTrace",
+    "class_activation_map",
+    "layer_trace",
+    "most_confused",
+    "plot_class_activation_maps",
+    "plot_history",
+    "plot_predictions",
+    "plot_top_losses",
+]
 
 __getattr__, __dir__ = _lazy.attach(
     __name__,
     attributes={
+        "_activation_maps": ["class_activation_map", "plot_class_activation_maps"],
+        "_interpretation": ["most_confused", "plot_top_losses"],
         "_layer_trace": ["LayerRow", "LayerTrace", "layer_trace"],
         "_plot": ["plot_history", "plot_predictions"],
     },

@@ -1,0 +1,173 @@
+"""The one place where inspection and export read a fitted estimator's insides.
+
+Class activation maps, top losses and the ONNX export need what the fitted
+model does to an image before and inside its network: the Pipeline steps
+before it, the float batch the network receives, and the network itself. They
+get those from the functions here and from nowhere else, so that a change in
+how the estimators store their fitted state is mirrored in this module alone.
+
+Nothing here changes the fitted model: the network handed out is a copy, and
+the batches are built the way prediction builds them, from values the model
+fixed at fit.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+
+from .._files import validate_image_files
+from ..utils._validation import is_file_paths, validate_images
+
+
+def split_pipeline(estimator) -> tuple[tuple, object]:
+    """``(image_steps, final_estimator)`` of a fitted estimator or Pipeline.
+
+    ``image_steps`` are the fitted steps before the last one (empty for a bare
+    estimator); ``final_estimator`` is the last step.
+    """
+    if isinstance(estimator, Pipeline):
+        check_is_fitted(estimator)
+        steps = tuple(step for _, step in estimator.steps[:-1] if step != "passthrough")
+        return steps, estimator.steps[-1][1]
+    return (), estimator
+
+
+def has_network(final) -> bool:
+    """True for a fitted estimator that holds a trained torch network."""
+    net = getattr(final, "net_", None)
+    return (net is not None and hasattr(net, "module_")) or isinstance(
+        getattr(final, "network_", None), torch.nn.Module
+    )
+
+
+def is_classifier_network(final) -> bool:
+    """True for a fitted estimator with a network that ends in class logits."""
+    return hasattr(final, "classes_") and getattr(final, "net_", None) is not None
+
+
+def fitted_network(final) -> torch.nn.Module:
+    """The shared fitted network itself: read it, never change it."""
+    net = getattr(final, "net_", None)
+    if net is not None:
+        return net.module_
+    return final.network_
+
+
+def copy_of_network(final, device=None) -> torch.nn.Module:
+    """A deep copy of the fitted network, in eval mode, on ``device``.
+
+    Hooks, ``requires_grad`` and the mode are then set on the copy: threads
+    predicting with the shared network meanwhile see nothing of it.
+    """
+    network = copy.deepcopy(fitted_network(final))
+    if device is not None:
+        network = network.to(device)
+    return network.eval()
+
+
+def network_device(final) -> torch.device:
+    parameter = next(fitted_network(final).parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
+def fitted_image_shape(estimator) -> tuple[int, int, int]:
+    """``(height, width, channels)`` of the images the estimator was fitted on."""
+    steps, final = split_pipeline(estimator)
+    first = steps[0] if steps else final
+    return tuple(int(side) for side in first.image_shape_)
+
+
+def _after_steps(estimator, X):
+    """``X`` through the Pipeline's steps (their ``transform``), and the last step."""
+    steps, final = split_pipeline(estimator)
+    for step in steps:
+        X = step.transform(X)
+    return X, final
+
+
+def network_inputs(
+    estimator, X, batch_size: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """``(indices, batch)`` pairs: the float32 NCHW batches the network sees.
+
+    The Pipeline's steps are applied first; arrays and image files are read as
+    the final estimator's ``predict`` reads them, uint8 pixels scaled to [0, 1]
+    by the batch preparer fixed at fit. Batches are on the network's device.
+    """
+    X, final = _after_steps(estimator, X)
+    device = network_device(final)
+    settings = final.prediction_settings_
+    if is_file_paths(X):
+        files = validate_image_files(
+            final,
+            X,
+            reset=False,
+            image_size=final.image_size,
+            skip_unreadable=False,
+        )
+        n_images = len(files)
+
+        def raw(indices):
+            return files.images_at(indices)
+
+    else:
+        X_nchw, _ = validate_images(final, X, reset=False)
+        n_images = len(X_nchw)
+
+        def raw(indices):
+            chunk = np.ascontiguousarray(X_nchw[indices])
+            if not chunk.flags.writeable:
+                chunk = chunk.copy()  # torch refuses to share read-only memory
+            return torch.from_numpy(chunk)
+
+    for start in range(0, n_images, batch_size):
+        indices = np.arange(start, min(start + batch_size, n_images))
+        batch = raw(indices).to(device)
+        images = settings.preparer(batch)(batch, training=False)
+        # Plain contiguous float32: the preparer may choose channels-last memory.
+        yield indices, images.to(torch.float32).contiguous()
+
+
+def class_indices(final, labels) -> np.ndarray:
+    """Positions in ``classes_`` of ``labels``, or a ValueError naming the unknown."""
+    classes = final.classes_
+    labels = np.asarray(labels)
+    positions = {label: i for i, label in enumerate(classes.tolist())}
+    try:
+        return np.array([positions[label] for label in labels.tolist()], dtype=int)
+    except KeyError as error:
+        raise ValueError(
+            f"{error.args[0]!r} is not a class of this model; its classes are "
+            f"{classes.tolist()}."
+        ) from None
+
+
+def uses_uint8_scaling(estimator, input_dtype=np.uint8) -> bool:
+    """Whether the network's input is divided by 255 after the Pipeline's steps.
+
+    The final estimator scales batches that reach it as uint8; a step that
+    outputs floats (an ImageScaler) has scaled them already.
+    """
+    steps, _ = split_pipeline(estimator)
+    dtype = np.dtype(input_dtype)
+    for step in steps:
+        output_dtype = getattr(step, "_output_dtype", None)
+        if output_dtype is not None:
+            dtype = np.dtype(output_dtype(dtype))
+    return dtype == np.uint8
+
+
+def prediction_autocast_dtype(final) -> torch.dtype | None:
+    """The reduced precision the fitted estimator predicts in; None for float32."""
+    settings = getattr(final, "prediction_settings_", None)
+    if settings is not None:
+        return settings.autocast_dtype
+    from ..utils._runtime import resolve_precision
+
+    return resolve_precision(final.precision, torch.device(final.device_))
