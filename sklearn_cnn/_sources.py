@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_consistent_length, column_or_1d
 from sklearn.utils.validation import validate_data
 
@@ -1015,14 +1016,9 @@ def image_source(
     y : ndarray or None
         The validated targets, when ``y`` was given.
     """
-    recipe = NO_RECIPE
+    recipe, augmented = NO_RECIPE, None
     if isinstance(X, AugmentedImages):
-        recipe, feature_names, X = X.recipe, X.feature_names, X.source
-        if feature_names is not None and not _is_file_paths(X):
-            import pandas as pd  # only set_output(transform="pandas") gives names
-
-            # Feature names travel as a DataFrame's columns, for validate_data.
-            X = pd.DataFrame(np.asarray(X), columns=feature_names, copy=False)
+        augmented, recipe, X = X, X.recipe, X.source
     recipe = recipe.with_augment(augment)
     validate_y = not (isinstance(y, str) and y == "no_validation")
     kind = _source_kind(X)
@@ -1053,6 +1049,27 @@ def image_source(
             color_mode=color_mode,
             recipe=recipe,
         )
+    elif augmented is not None:
+        # The estimator receives the augmentation's preview, after the steps
+        # that followed the augmenters: its shape and names are the fitted
+        # ones. Training batches are drawn afresh from the un-augmented images.
+        _, layout, y = _validate_array(
+            estimator, _shown(augmented), y, reset=reset, image_shape=image_shape
+        )
+        first = recipe.augmenters[0] if recipe.augmenters else None
+        X, source_layout, _ = _validate_array(
+            _Scratch(),
+            X,
+            "no_validation",
+            reset=True,
+            image_shape=getattr(first, "image_shape", image_shape),
+        )
+        if len(X) != len(augmented):
+            raise ValueError(
+                f"The augmented images hold {len(X)} source images but X has "
+                f"{len(augmented)}."
+            )
+        source = ArrayImages(X, source_layout, recipe)
     else:
         X, layout, y = _validate_array(
             estimator, X, y, reset=reset, image_shape=image_shape
@@ -1070,6 +1087,21 @@ def image_source(
     return (source, y) if validate_y else source
 
 
+def _shown(augmented: AugmentedImages):
+    """The augmentation an AugmentedImages holds, with its column names if any."""
+    shown = augmented.to_numpy()
+    if augmented.feature_names is None:
+        return shown
+    import pandas as pd  # only set_output(transform="pandas") gives names
+
+    # Feature names travel as a DataFrame's columns, for validate_data.
+    return pd.DataFrame(shown, columns=augmented.feature_names, copy=False)
+
+
+class _Scratch(BaseEstimator):
+    """Receives what validation records about images no estimator is fitted on."""
+
+
 def step_source(step, X, *, reset: bool) -> ImageSource:
     """The source of an image step (transformer, augmenter) of the package.
 
@@ -1085,12 +1117,9 @@ def step_source(step, X, *, reset: bool) -> ImageSource:
         )
         return _PathList(paths, recipe)
     if isinstance(X, AugmentedImages):
-        shown = X.to_numpy()
-        if X.feature_names is not None:
-            import pandas as pd  # only set_output(transform="pandas") gives names
-
-            shown = pd.DataFrame(shown, columns=X.feature_names, copy=False)
-        source = image_source(step, shown, reset=reset, image_shape=step.image_shape)
+        source = image_source(
+            step, _shown(X), reset=reset, image_shape=step.image_shape
+        )
         source.recipe = recipe
         return source
     return image_source(step, X, reset=reset, image_shape=step.image_shape)

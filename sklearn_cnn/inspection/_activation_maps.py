@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ..utils._validation import is_file_paths
 from . import _fitted
 
 METHODS = ("gradcam", "gradcam++", "layercam")
@@ -123,17 +122,12 @@ def _targets(final, target, n_images: int):
 
 
 def _n_images(X) -> int:
-    return len(X) if is_file_paths(X) else len(np.asarray(X))
+    return len(X)
 
 
 def _output_size(estimator, X) -> tuple[int, int]:
     """(height, width) of the images as given: the maps' size."""
-    _, final = _fitted.split_pipeline(estimator)
-    if is_file_paths(X):
-        height, width, _ = final.image_shape_
-    else:
-        height, width, _ = _fitted.fitted_image_shape(estimator)
-    return int(height), int(width)
+    return _fitted.input_size(estimator)
 
 
 def class_activation_map(
@@ -313,7 +307,7 @@ def plot_class_activation_maps(
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"n must be a positive int; got {n!r}.")
     n = min(n, _n_images(X))
-    X_shown = list(X[:n]) if is_file_paths(X) else np.asarray(X)[:n]
+    X_shown = _fitted.take_images(X, np.arange(n))
     if target is not None and np.ndim(target) == 1:
         target = np.asarray(target)[:n]
     maps = class_activation_map(
@@ -358,12 +352,5 @@ def display_images(estimator, X) -> np.ndarray:
     """Images ready for ``imshow``: arrays as given, files as the model decodes them."""
     from ._plot import _displayable
 
-    if not is_file_paths(X):
-        steps, final = _fitted.split_pipeline(estimator)
-        first = steps[0] if steps else final
-        return _displayable(np.asarray(X), getattr(first, "image_shape_", None))
-    batches = [
-        images.cpu().numpy()
-        for _, images in _fitted.network_inputs(estimator, X, _DEFAULT_BATCH_SIZE)
-    ]
-    return _displayable(np.concatenate(batches).transpose(0, 2, 3, 1), None)
+    images = _fitted.input_images(estimator, X)
+    return _displayable(images, images.shape[1:])

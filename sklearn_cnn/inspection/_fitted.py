@@ -18,11 +18,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
+from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
-from .._files import validate_image_files
-from ..utils._validation import is_file_paths, validate_images
+from .._net import PredictionSettings
+from .._sources import LabelledImages, batch_loader, image_source
 
 
 def split_pipeline(estimator) -> tuple[tuple, object]:
@@ -76,6 +78,11 @@ def network_device(final) -> torch.device:
     return torch.device("cpu") if parameter is None else parameter.device
 
 
+def take_images(X, indices):
+    """The images of ``X`` at ``indices``, as scikit-learn's splitters take them."""
+    return _safe_indexing(X, np.asarray(indices, dtype=int))
+
+
 def fitted_image_shape(estimator) -> tuple[int, int, int]:
     """``(height, width, channels)`` of the images the estimator was fitted on."""
     steps, final = split_pipeline(estimator)
@@ -96,42 +103,57 @@ def network_inputs(
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """``(indices, batch)`` pairs: the float32 NCHW batches the network sees.
 
-    The Pipeline's steps are applied first; arrays and image files are read as
-    the final estimator's ``predict`` reads them, uint8 pixels scaled to [0, 1]
-    by the batch preparer fixed at fit. Batches are on the network's device.
+    The Pipeline's steps are applied first; the images are then read through
+    the final estimator's image source, as its ``predict`` reads them (any
+    input kind), uint8 pixels scaled to [0, 1] by the batch preparer fixed at
+    fit. Batches are on the network's device.
     """
     X, final = _after_steps(estimator, X)
     device = network_device(final)
-    settings = final.prediction_settings_
-    if is_file_paths(X):
-        files = validate_image_files(
-            final,
-            X,
-            reset=False,
-            image_size=final.image_size,
-            skip_unreadable=False,
-        )
-        n_images = len(files)
-
-        def raw(indices):
-            return files.images_at(indices)
-
-    else:
-        X_nchw, _ = validate_images(final, X, reset=False)
-        n_images = len(X_nchw)
-
-        def raw(indices):
-            chunk = np.ascontiguousarray(X_nchw[indices])
-            if not chunk.flags.writeable:
-                chunk = chunk.copy()  # torch refuses to share read-only memory
-            return torch.from_numpy(chunk)
-
-    for start in range(0, n_images, batch_size):
-        indices = np.arange(start, min(start + batch_size, n_images))
-        batch = raw(indices).to(device)
-        images = settings.preparer(batch)(batch, training=False)
+    settings = getattr(final, "prediction_settings_", None) or PredictionSettings(
+        channels_last=False, autocast_dtype=None
+    )
+    source = image_source(
+        final, X, reset=False, image_size=getattr(final, "image_size", None)
+    )
+    loader = batch_loader(
+        LabelledImages(source, device=device), batch_size=batch_size, shuffle=False
+    )
+    start = 0
+    for batch, _ in loader:
+        indices = np.arange(start, start + len(batch))
+        start += len(batch)
+        with torch.no_grad():
+            images = settings.preparer(batch)(batch, training=False)
         # Plain contiguous float32: the preparer may choose channels-last memory.
         yield indices, images.to(torch.float32).contiguous()
+
+
+def input_size(estimator) -> tuple[int, int]:
+    """``(height, width)`` of the images as the estimator takes them."""
+    steps, final = split_pipeline(estimator)
+    first = steps[0] if steps else final
+    # An augmenter fitted on image files recorded no shape: the files are
+    # decoded at the final estimator's.
+    height, width, _ = getattr(first, "image_shape_", None) or final.image_shape_
+    return int(height), int(width)
+
+
+def input_images(estimator, X) -> np.ndarray:
+    """The images ``X`` as given, channels last, for showing them (any input kind)."""
+    steps, final = split_pipeline(estimator)
+    first = steps[0] if steps and hasattr(steps[0], "image_shape_") else final
+    size = getattr(final, "image_size", None)
+    if hasattr(first, "image_shape_"):
+        source = image_source(first, X, reset=False, image_size=size)
+    else:
+        # An estimator that records no image shape: read X as it comes.
+        source = image_source(_ImageReader(), X, reset=True, image_size=size)
+    return source.read(np.arange(len(source))).permute(0, 2, 3, 1).numpy()
+
+
+class _ImageReader(BaseEstimator):
+    """A stand-in estimator to read images for a model that records no shape."""
 
 
 def class_indices(final, labels) -> np.ndarray:

@@ -14,7 +14,6 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 from sklearn.utils.validation import check_is_fitted
 
-from ..utils._validation import is_file_paths
 from . import _fitted
 
 
@@ -33,7 +32,7 @@ def _classes(estimator) -> np.ndarray:
 
 def _labels(classes, X, y) -> np.ndarray:
     y = np.asarray(y)
-    n_images = len(X) if is_file_paths(X) else len(np.asarray(X))
+    n_images = len(X)
     if y.shape != (n_images,):
         raise ValueError(
             f"X has {n_images} images but y has shape {y.shape}; expected one "
@@ -123,7 +122,7 @@ def plot_top_losses(estimator, X, y, n=9, *, n_cols=None, heatmap=False):
     classes = _classes(estimator)
     y = np.asarray(y)
     shown = order[: min(n, len(order))]
-    X_shown = [list(X)[i] for i in shown] if is_file_paths(X) else np.asarray(X)[shown]
+    X_shown = _fitted.take_images(X, shown)
     images = display_images(estimator, X_shown)
     maps = class_activation_map(estimator, X_shown) if heatmap else None
     n = len(shown)
