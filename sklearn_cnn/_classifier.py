@@ -50,6 +50,7 @@ from .utils._runtime import (
     resolve_device,
     resolve_precision,
     resolve_seed,
+    resolve_verbose,
     seeded_random_ops,
     seeded_training_ops,
 )
@@ -223,10 +224,14 @@ default='adam'
         Seeds weight initialization, shuffling, augmentation and the validation
         split. With an int, two fits on the CPU give identical results. Fitting
         never changes the global torch, NumPy or Python random state.
-    verbose : int, default=0
+    verbose : "auto" or int, default="auto"
         1 prints an epoch-by-epoch table (epoch, train loss and accuracy,
         validation loss and accuracy when there is a validation split, seconds)
-        with a progress bar during each epoch on a terminal.
+        with a progress bar during each epoch on a terminal; 0 prints nothing.
+        "auto" is 1 when the output is a terminal or a Jupyter notebook, and 0
+        when it is redirected to a file or a pipe and in the workers of a
+        parallel search (joblib's and Dask's processes, threads other than the
+        main one).
     image_shape : tuple of int or None, default=None
         ``(height, width)`` or ``(height, width, channels)`` of the images when
         ``X`` is 2-D (flattened ``(n, height * width * channels)`` arrays, as
@@ -337,7 +342,7 @@ default='adam'
         "accelerator": [HasMethods(["prepare", "backward", "unwrap_model"]), None],
         "precision": [StrOptions({"auto", "float32", "bfloat16"})],
         "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        "verbose": ["verbose", StrOptions({"auto"})],
         "image_shape": IMAGE_SHAPE_CONSTRAINT,
         "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
         "color_mode": [StrOptions({"auto", "rgb", "grayscale"})],
@@ -375,7 +380,7 @@ default='adam'
         accelerator=None,
         precision="auto",
         random_state=None,
-        verbose=0,
+        verbose="auto",
         image_shape=None,
         image_size=None,
         color_mode="auto",
@@ -544,7 +549,9 @@ list of paths
                 net = self.net_
                 # Parameters may have changed since the last fit (early
                 # stopping, verbosity, checkpoints): their callbacks follow.
-                net.set_params(verbose=self.verbose, callbacks=self._callbacks())
+                net.set_params(
+                    verbose=resolve_verbose(self.verbose), callbacks=self._callbacks()
+                )
                 net.initialize_callbacks()
             else:
                 net = self._build_net(
@@ -874,7 +881,7 @@ list of paths
             train_split=None,
             callbacks=self._callbacks() or None,
             device=str(device),
-            verbose=self.verbose,
+            verbose=resolve_verbose(self.verbose),
             classes=np.arange(len(classes_)),
             **module_kwargs,
             **optimizer_kwargs,
@@ -885,6 +892,7 @@ list of paths
     def _callbacks(self):
         """The user's callbacks plus those our parameters ask for."""
         callbacks = list(self.callbacks or [])
+        verbose = resolve_verbose(self.verbose)
         if self.lr_schedule == "cosine":
             callbacks.append(("lr_schedule", cosine_schedule(self.epochs)))
         if self._fine_tuning() and self.freeze_epochs:
@@ -898,12 +906,12 @@ list of paths
                         patience=self.n_iter_no_change,
                         threshold=1e-4,
                         load_best=True,
-                        sink=print if self.verbose else _silent,
+                        sink=print if verbose else _silent,
                     ),
                 )
             )
         main_process = self.accelerator is None or self.accelerator.is_main_process
-        if self.verbose and main_process:
+        if verbose and main_process:
             # One progress bar for a data-parallel run: the main process's.
             callbacks.append(("progress_bar", _EpochProgressBar()))
         if self.checkpoint is not None:

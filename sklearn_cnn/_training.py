@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import multiprocessing
 import os
 import sys
-import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +40,7 @@ from torch.nn.parameter import is_lazy
 
 from .datasets._folder import read_image
 from .utils._io import write_atomically
+from .utils._runtime import in_worker
 
 # Keep a whole training set on the GPU when it takes at most this share of free memory.
 _GPU_RESIDENT_FRACTION = 0.25
@@ -603,10 +602,6 @@ class _EpochProgressBar(Callback):
         from tqdm.auto import tqdm
 
         # Parallel fits (joblib, Dask, threads) would print a storm of bars.
-        in_worker = (
-            multiprocessing.current_process().name != "MainProcess"
-            or threading.current_thread() is not threading.main_thread()
-        )
         n_batches = len(net.get_iterator(dataset_train, training=True))
         self.bar_ = tqdm(
             total=n_batches,
@@ -614,7 +609,7 @@ class _EpochProgressBar(Callback):
             leave=False,
             unit="batch",
             # None: tqdm shows the bar only on a terminal, never in log files.
-            disable=True if in_worker else None,
+            disable=True if in_worker() else None,
         )
 
     def on_batch_end(self, net, training=False, **kwargs):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import multiprocessing
 import secrets
+import sys
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -53,6 +56,48 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_native_bf16() else None
     return None
+
+
+def resolve_verbose(verbose) -> int:
+    """The verbosity of one fit: ``verbose``, or for 'auto' 1 where someone watches.
+
+    'auto' (as in Keras) means an epoch table and progress bars when the output
+    is a terminal or a Jupyter notebook, and nothing when it is redirected to a
+    file or a pipe, or when the fit runs in a worker (joblib's and Dask's
+    processes, any thread but the main one), whose output nobody reads as it
+    comes and whose bars and tables would interleave.
+    """
+    if isinstance(verbose, str) and verbose == "auto":
+        return int(output_is_watched())
+    return int(verbose)
+
+
+def output_is_watched() -> bool:
+    """True in the main process's main thread, writing to a terminal or a notebook."""
+    if in_worker():
+        return False
+    if _in_jupyter_kernel():
+        return True
+    try:
+        return bool(sys.stdout.isatty())
+    except (AttributeError, ValueError):  # no stdout (pythonw), or a closed one
+        return False
+
+
+def in_worker() -> bool:
+    """True in a worker process (joblib's loky, Dask's) or a thread but the main one."""
+    return (
+        multiprocessing.current_process().name != "MainProcess"
+        or threading.current_thread() is not threading.main_thread()
+    )
+
+
+def _in_jupyter_kernel() -> bool:
+    """True inside a Jupyter (or Colab) kernel, whose stdout is no terminal."""
+    if "IPython" not in sys.modules:
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def resolve_seed(random_state) -> int:
