@@ -37,6 +37,7 @@ from ._training import (
     ImageNeuralNet,
     PredictionSettings,
     TrainingCheckpoint,
+    TrainingDivergedError,
     _EpochProgressBar,
     _StoppingEarly,
     body_freezing,
@@ -51,6 +52,7 @@ from .utils._runtime import (
     resolve_precision,
     resolve_seed,
     resolve_verbose,
+    retry_in_float32,
     seeded_random_ops,
     seeded_training_ops,
 )
@@ -219,10 +221,13 @@ default='adam'
         Numeric precision of the network's arithmetic. 'auto' uses bfloat16
         autocast with channels-last memory where the hardware runs bfloat16
         natively (recent NVIDIA GPUs, CPUs with AVX512-BF16 or AMX), and float32
-        elsewhere. Weights are always stored in float32.
+        elsewhere. Weights are always stored in float32. A fit that diverges
+        in bfloat16 under 'auto' is started again in float32, with a warning
+        (see :ref:`precision`).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialization, shuffling, augmentation and the validation
-        split. With an int, two fits on the CPU give identical results. Fitting
+        split. With an int, two fits on the CPU with the same number of torch
+        threads give identical results. Fitting
         never changes the global torch, NumPy or Python random state.
     verbose : "auto" or int, default="auto"
         1 prints an epoch-by-epoch table (epoch, train loss and accuracy,
@@ -491,7 +496,7 @@ list of paths
             )
         return self._fit(X, y, sample_weight, epochs=1, classes=None, continuing=True)
 
-    def _fit(self, X, y, sample_weight, *, epochs, classes, continuing):
+    def _fit(self, X, y, sample_weight, *, epochs, classes, continuing, float32=False):
         snapshot = self.__dict__.copy()
         weights = self._snapshot_weights() if continuing else None
         try:
@@ -502,7 +507,20 @@ list of paths
                 epochs=epochs,
                 classes=classes,
                 continuing=continuing,
+                float32=float32,
             )
+        except TrainingDivergedError as error:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            if weights is not None:
+                self._restore_weights(weights)
+            device = self._training_device()
+            if float32 or not retry_in_float32(self.precision, device, error):
+                raise
+            return self._fit(
+                X, y, sample_weight, epochs=epochs, classes=classes,
+                continuing=continuing, float32=True,
+            )  # fmt: skip
         except KeyboardInterrupt:
             if hasattr(self, "net_") and self.net_ is not snapshot.get("net_"):
                 # Keep what was trained: the completed epochs stay usable.
@@ -516,7 +534,9 @@ list of paths
                 self._restore_weights(weights)
             raise
 
-    def _fit_unsafe(self, X, y, sample_weight, *, epochs, classes, continuing):
+    def _fit_unsafe(
+        self, X, y, sample_weight, *, epochs, classes, continuing, float32=False
+    ):
         training_set = self._training_set(X, y, sample_weight, classes, continuing)
         device = self._training_device()
         checkpoint_path = self._checkpoint_path(training_set)
@@ -533,7 +553,7 @@ list of paths
         init_seed, shuffle_seed, augment_seed, split_seed, dropout_seed = derive_seeds(
             seed, 5
         )
-        autocast_dtype = resolve_precision(self.precision, device)
+        autocast_dtype = None if float32 else resolve_precision(self.precision, device)
         # Channels-last batches run the convolutions faster on CPUs (measured in
         # benchmarks/) and are what bf16 kernels want on GPUs.
         settings = PredictionSettings(

@@ -9,6 +9,7 @@ import multiprocessing
 import secrets
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -98,6 +99,31 @@ def _in_jupyter_kernel() -> bool:
         return False
     shell = sys.modules["IPython"].get_ipython()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def retry_in_float32(precision: str, device: torch.device, error: Exception) -> bool:
+    """Whether a fit that diverged under ``precision`` is refitted in float32.
+
+    Under bfloat16 autocast only the convolutions and matrix products are
+    listed to run in bfloat16, but every operation that follows them takes
+    their bfloat16 output as it is: batch norm (forward and backward), ReLU,
+    the residual additions, pooling and every activation gradient then carry 8
+    bits of mantissa. A fit can diverge there that converges in float32 (see
+    :ref:`precision`). 'auto' chose bfloat16 for speed, not the user: the fit
+    is then started again in float32, with a warning; an explicit 'bfloat16'
+    raises the error.
+    """
+    if precision != "auto" or resolve_precision(precision, device) is None:
+        return False
+    warnings.warn(
+        f"{error} Under precision='auto' this fit ran in bfloat16 autocast on "
+        f"{device.type}; it is started again in float32 (precision='float32'), "
+        "which takes longer but does not lose the low bits of batch norm and "
+        "the gradients. Pass precision='float32' to skip the bfloat16 attempt.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return True
 
 
 def resolve_seed(random_state) -> int:
