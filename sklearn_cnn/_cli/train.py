@@ -332,7 +332,7 @@ def _load_data(args):
     if len(classes) < 2:
         raise CommandError(
             f"found a single class in {args.data_dir!r} with readable images: "
-            f"{classes[0]!r}. A classifier needs at least two classes: add one "
+            f"{classes[0].item()!r}. A classifier needs at least two classes: add one "
             "sub-folder of images per class"
         )
     return X, y, f"folder {args.data_dir}"
