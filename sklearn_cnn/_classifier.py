@@ -202,7 +202,10 @@ default='adam'
         A train-time augmenter from :mod:`sklearn_cnn.augmentation`, applied
         afresh to every training batch in every epoch, never at prediction time
         nor to the validation split. Augmenters placed before the classifier in a
-        Pipeline work the same way.
+        Pipeline work the same way. None trains on the images as they are,
+        unlike ``sklearn-cnn train``, which flips and rotates by default: pass
+        ``RandomAugment(steps=[("flip", RandomHorizontalFlip()), ("rotate",
+        RandomRotation(degrees=15))])`` for the command's training.
     device : 'auto', str or torch.device, default='auto'
         Where to train: 'auto' picks CUDA when available, else the CPU. With an
         ``accelerator``, the accelerator's device ('auto', or the same device).

@@ -474,6 +474,15 @@ def test_model_errors(trained, images, tmp_path, capsys):
     )
 
 
+def test_train_help_says_the_command_augments_unlike_the_estimator(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Unlike CNNImageClassifier() with its defaults, the command augments" in (
+        help_text
+    )
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
