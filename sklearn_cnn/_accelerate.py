@@ -44,6 +44,7 @@ from skorch.hf import AccelerateMixin
 
 from ._net import ImageNetMixin, ImageNeuralNet
 from ._sources import LabelledImages, batch_loader
+from .utils._runtime import resolve_verbose
 from .utils._skorch_private import unwrap_from_accelerator, wrap_for_accelerator
 
 
@@ -52,7 +53,9 @@ def accelerated_net_kwargs(accelerator, verbose) -> dict:
     return {
         "accelerator": _TrainablePreparing(accelerator),
         "device": None if accelerator.device_placement else str(accelerator.device),
-        "callbacks__print_log__sink": accelerator.print if verbose else _silent,
+        "callbacks__print_log__sink": accelerator.print
+        if resolve_verbose(verbose)
+        else _silent,
     }
 
 

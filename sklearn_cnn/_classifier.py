@@ -122,7 +122,10 @@ default='adam'
         A train-time augmenter from :mod:`sklearn_cnn.augmentation`, applied
         afresh to every training batch in every epoch, never at prediction time
         nor to the validation split. Augmenters placed before the classifier in a
-        Pipeline work the same way.
+        Pipeline work the same way. None trains on the images as they are,
+        unlike ``sklearn-cnn train``, which flips and rotates by default: pass
+        ``RandomAugment(steps=[("flip", RandomHorizontalFlip()), ("rotate",
+        RandomRotation(degrees=15))])`` for the command's training.
     device : 'auto', str or torch.device, default='auto'
         Where to train: 'auto' picks CUDA when available, else the CPU. With an
         ``accelerator``, the accelerator's device ('auto', or the same device).
@@ -141,15 +144,22 @@ default='adam'
         Numeric precision of the network's arithmetic. 'auto' uses bfloat16
         autocast with channels-last memory where the hardware runs bfloat16
         natively (recent NVIDIA GPUs, CPUs with AVX512-BF16 or AMX), and float32
-        elsewhere. Weights are always stored in float32.
+        elsewhere. Weights are always stored in float32. A fit that diverges
+        in bfloat16 under 'auto' is started again in float32, with a warning
+        (see :ref:`precision`).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialization, shuffling, augmentation and the validation
-        split. With an int, two fits on the CPU give identical results. Fitting
-        never changes the global torch, NumPy or Python random state.
-    verbose : int, default=0
+        split. With an int, two fits on the CPU with the same number of torch
+        threads give identical results. Fitting never changes the global
+        torch, NumPy or Python random state.
+    verbose : "auto" or int, default="auto"
         1 prints an epoch-by-epoch table (epoch, train loss and accuracy,
         validation loss and accuracy when there is a validation split, seconds)
-        with a progress bar during each epoch on a terminal.
+        with a progress bar during each epoch on a terminal; 0 prints nothing.
+        "auto" is 1 when the output is a terminal or a Jupyter notebook, and 0
+        when it is redirected to a file or a pipe and in the workers of a
+        parallel search (joblib's and Dask's processes, threads other than the
+        main one).
     image_shape : tuple of int or None, default=None
         ``(height, width)`` or ``(height, width, channels)`` of the images when
         ``X`` is 2-D (flattened ``(n, height * width * channels)`` arrays, as
@@ -267,7 +277,7 @@ default='adam'
         accelerator=None,
         precision="auto",
         random_state=None,
-        verbose=0,
+        verbose="auto",
         image_shape=None,
         image_size=None,
         color_mode="auto",

@@ -30,10 +30,12 @@ from ._fitting import (
     fit_network,
     restore_weights,
     snapshot_weights,
+    training_device,
 )
 from ._inference import network_outputs
+from ._net import TrainingDivergedError
 from ._sources import IMAGE_SHAPE_CONSTRAINT, image_source
-from .utils._runtime import seeded_random_ops
+from .utils._runtime import retry_in_float32, seeded_random_ops
 from .utils._sklearn_private import (
     HasMethods,
     Interval,
@@ -75,7 +77,7 @@ class CNNImageEstimator(BaseEstimator):
         "accelerator": [HasMethods(["prepare", "backward", "unwrap_model"]), None],
         "precision": [StrOptions({"auto", "float32", "bfloat16"})],
         "random_state": ["random_state"],
-        "verbose": ["verbose"],
+        "verbose": ["verbose", StrOptions({"auto"})],
         "image_shape": IMAGE_SHAPE_CONSTRAINT,
         "image_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
         "color_mode": [StrOptions({"auto", "rgb", "grayscale"})],
@@ -117,12 +119,38 @@ class CNNImageEstimator(BaseEstimator):
         return None
 
     # -- fitting ---------------------------------------------------------------
-    def _fit(self, X, y, sample_weight, *, epochs, classes, continuing):
+    def _fit(self, X, y, sample_weight, *, epochs, classes, continuing, float32=False):
         snapshot = self.__dict__.copy()
         weights = snapshot_weights(self.net_) if continuing else None
         try:
             training_set = self._training_set(X, y, sample_weight, classes, continuing)
-            return fit_network(self, training_set, epochs=epochs, continuing=continuing)
+            return fit_network(
+                self,
+                training_set,
+                epochs=epochs,
+                continuing=continuing,
+                float32=float32,
+            )
+        except TrainingDivergedError as error:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            if weights is not None:
+                restore_weights(self.net_, weights)
+            if float32 or not retry_in_float32(
+                self.precision, training_device(self), error
+            ):
+                raise
+            # precision='auto' chose bfloat16, not the user: never the reason a
+            # fit fails that converges in float32.
+            return self._fit(
+                X,
+                y,
+                sample_weight,
+                epochs=epochs,
+                classes=classes,
+                continuing=continuing,
+                float32=True,
+            )
         except KeyboardInterrupt:
             if hasattr(self, "net_") and self.net_ is not snapshot.get("net_"):
                 # Keep what was trained: the completed epochs stay usable.

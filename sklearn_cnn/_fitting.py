@@ -39,6 +39,7 @@ from .utils._runtime import (
     resolve_device,
     resolve_precision,
     resolve_seed,
+    resolve_verbose,
     seeded_random_ops,
 )
 from .utils._sklearn_private import InvalidParameterError
@@ -67,8 +68,19 @@ class TrainingSet(NamedTuple):
     sample_weight: np.ndarray | None
 
 
-def fit_network(estimator, training_set: TrainingSet, *, epochs: int, continuing: bool):
-    """Train ``estimator.net_`` (new, resumed or continued) on ``training_set``."""
+def fit_network(
+    estimator,
+    training_set: TrainingSet,
+    *,
+    epochs: int,
+    continuing: bool,
+    float32: bool = False,
+):
+    """Train ``estimator.net_`` (new, resumed or continued) on ``training_set``.
+
+    ``float32`` trains in float32 whatever ``precision`` says (the retry of a
+    fit that diverged in bfloat16 under ``precision='auto'``).
+    """
     device = training_device(estimator)
     path = checkpoint_path(
         estimator,
@@ -89,7 +101,7 @@ def fit_network(estimator, training_set: TrainingSet, *, epochs: int, continuing
     init_seed, shuffle_seed, augment_seed, split_seed, dropout_seed = derive_seeds(
         seed, 5
     )
-    autocast_dtype = resolve_precision(estimator.precision, device)
+    autocast_dtype = None if float32 else resolve_precision(estimator.precision, device)
     # Channels-last batches run the convolutions faster on CPUs (measured in
     # benchmarks/) and are what bf16 kernels want on GPUs.
     settings = PredictionSettings(
@@ -105,7 +117,10 @@ def fit_network(estimator, training_set: TrainingSet, *, epochs: int, continuing
             net = estimator.net_
             # Parameters may have changed since the last fit (early stopping,
             # verbosity, checkpoints): their callbacks follow.
-            net.set_params(verbose=estimator.verbose, callbacks=callbacks(estimator))
+            net.set_params(
+                verbose=resolve_verbose(estimator.verbose),
+                callbacks=callbacks(estimator),
+            )
             net.initialize_callbacks()
         else:
             net = build_net(estimator, training_set, device)
@@ -266,7 +281,7 @@ def build_net(estimator, training_set: TrainingSet, device, *, load_weights=True
         batch_size=estimator.batch_size,
         train_split=None,
         callbacks=callbacks(estimator) or None,
-        verbose=estimator.verbose,
+        verbose=resolve_verbose(estimator.verbose),
         metric=estimator._task_metric(),
         **estimator._task_net_kwargs(),
         **module_kwargs,
@@ -279,6 +294,7 @@ def build_net(estimator, training_set: TrainingSet, device, *, load_weights=True
 def callbacks(estimator) -> list:
     """The user's callbacks plus those the estimator's parameters ask for."""
     result = list(estimator.callbacks or [])
+    verbose = resolve_verbose(estimator.verbose)
     if estimator.lr_schedule == "cosine":
         result.append(("lr_schedule", cosine_schedule(estimator.epochs)))
     if _fine_tuning(estimator) and estimator.freeze_epochs:
@@ -292,13 +308,13 @@ def callbacks(estimator) -> list:
                     patience=estimator.n_iter_no_change,
                     threshold=1e-4,
                     load_best=True,
-                    sink=print if estimator.verbose else _silent,
+                    sink=print if verbose else _silent,
                 ),
             )
         )
     accelerator = estimator.accelerator
     main_process = accelerator is None or accelerator.is_main_process
-    if estimator.verbose and main_process:
+    if verbose and main_process:
         # One progress bar for a data-parallel run: the main process's.
         result.append(("progress_bar", _EpochProgressBar()))
     if estimator.checkpoint is not None:

@@ -13,9 +13,7 @@ in ``utils/_skorch_private.py``, listed.
 
 from __future__ import annotations
 
-import multiprocessing
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +35,7 @@ from skorch.dataset import unpack_data
 from torch.nn.parameter import is_lazy
 
 from ._sources import LabelledImages, batch_loader
-from .utils._runtime import autocast
+from .utils._runtime import autocast, in_worker
 from .utils._skorch_private import DefaultCallbacksHook, SortedColumnsHook
 
 
@@ -220,10 +218,6 @@ class _EpochProgressBar(Callback):
         from tqdm.auto import tqdm
 
         # Parallel fits (joblib, Dask, threads) would print a storm of bars.
-        in_worker = (
-            multiprocessing.current_process().name != "MainProcess"
-            or threading.current_thread() is not threading.main_thread()
-        )
         n_batches = len(net.get_iterator(dataset_train, training=True))
         self.bar_ = tqdm(
             total=n_batches,
@@ -231,7 +225,7 @@ class _EpochProgressBar(Callback):
             leave=False,
             unit="batch",
             # None: tqdm shows the bar only on a terminal, never in log files.
-            disable=True if in_worker else None,
+            disable=True if in_worker() else None,
         )
 
     def on_batch_end(self, net, training=False, **kwargs):

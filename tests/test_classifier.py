@@ -3,6 +3,7 @@
 import io
 import pickle
 import random
+import sys
 import tracemalloc
 
 import joblib
@@ -158,6 +159,46 @@ def test_verbose_prints_an_epoch_table(images, capsys):
         assert column in out
     fast(verbose=0).fit(X, y)
     assert capsys.readouterr().out == ""
+
+
+class _Terminal(io.StringIO):
+    """A captured stdout that says it is a terminal."""
+
+    def isatty(self):
+        return True
+
+
+def test_verbose_auto_prints_on_a_terminal_only(images, capsys, monkeypatch):
+    X, y = images
+    assert CNNImageClassifier().verbose == "auto"
+    fast().fit(X, y)  # pytest's captured output is no terminal
+    assert capsys.readouterr() == ("", "")
+
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stdout", terminal)
+    fast().fit(X, y)
+    assert "train_loss" in terminal.getvalue()
+
+    # Fits in threads (a threaded search, Dask's threads) stay silent.
+    terminal.truncate(0)
+    joblib.Parallel(n_jobs=2, backend="threading")(
+        joblib.delayed(fast().fit)(X, y) for _ in range(2)
+    )
+    assert terminal.getvalue() == ""
+
+
+def test_verbose_auto_prints_in_a_jupyter_notebook(images, capsys, monkeypatch):
+    import types
+
+    class Kernel:
+        config = {"IPKernelApp": {"connection_file": "kernel.json"}}
+
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = Kernel
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+    X, y = images
+    fast().fit(X, y)
+    assert "train_loss" in capsys.readouterr().out
 
 
 def test_warm_start_and_partial_fit_continue_training(images):

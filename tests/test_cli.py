@@ -419,7 +419,7 @@ def test_train_errors(tmp_path, capsys):
     one_class = tmp_path / "one"
     write_folder(one_class, n_per_class=2)
     shutil.rmtree(one_class / "dog")
-    assert_one_line_error(main(["train", str(one_class)]), capsys, "single class")
+    assert_one_line_error(main(["train", str(one_class)]), capsys, "single class in")
     no_images = tmp_path / "no_images"
     (no_images / "cat").mkdir(parents=True)
     (no_images / "dog").mkdir()
@@ -468,7 +468,18 @@ def test_model_errors(trained, images, tmp_path, capsys):
     bird = write_folder(tmp_path / "birds", n_per_class=1)
     (bird / "dog").rename(bird / "bird")
     assert_one_line_error(
-        main(["evaluate", str(model), str(bird)]), capsys, "'bird' that the model"
+        main(["evaluate", str(model), str(bird)]),
+        capsys,
+        "'bird' that the model was not trained on; it knows 'cat', 'dog'",
+    )
+
+
+def test_train_help_says_the_command_augments_unlike_the_estimator(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "Unlike CNNImageClassifier() with its defaults, the command augments" in (
+        help_text
     )
 
 

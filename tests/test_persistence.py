@@ -301,6 +301,26 @@ def test_a_failed_save_keeps_the_previous_file_whole(fitted, tmp_path, monkeypat
     assert os.listdir(path.parent) == [path.name]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows files have no modes")
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_the_saved_file_has_the_mode_a_normally_written_file_gets(
+    fitted, tmp_path, umask
+):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        model = save_model(fitted[0], tmp_path / "model.safetensors")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("written with open()")
+    finally:
+        os.umask(previous)
+    expected = stat.S_IMODE(plain.stat().st_mode)
+    assert expected == 0o666 & ~umask
+    assert stat.S_IMODE(model.stat().st_mode) == expected
+
+
 # -- refusals at save time ------------------------------------------------------------
 
 

@@ -207,6 +207,37 @@ def test_diverged_candidate_gets_error_score_never_the_best(images):
     assert np.isnan(search.cv_results_["mean_test_score"][1])
 
 
+class _Bfloat16DivergingNet(torch.nn.Module):
+    """Learns in float32; its training logits become NaN under bfloat16 autocast."""
+
+    def __init__(self, in_channels, n_classes, image_size):
+        super().__init__()
+        self.linear = torch.nn.Linear(
+            in_channels * image_size[0] * image_size[1], n_classes
+        )
+
+    def forward(self, x):
+        out = self.linear(x.flatten(1))
+        if self.training and out.dtype == torch.bfloat16:
+            return out * float("nan")
+        return out
+
+
+def test_auto_precision_refits_in_float32_when_bfloat16_diverges(images, monkeypatch):
+    # 'auto' picks bfloat16 on the CPU of this test, whatever the real CPU is.
+    monkeypatch.setattr("sklearn_cnn.utils._runtime.cpu_has_native_bf16", lambda: True)
+    X, y = images
+    with pytest.raises(FloatingPointError, match="epoch 1, batch 1"):
+        fast(module=_Bfloat16DivergingNet, precision="bfloat16").fit(X, y)
+    clf = fast(module=_Bfloat16DivergingNet)  # precision="auto"
+    with pytest.warns(RuntimeWarning, match="started again in float32"):
+        clf.fit(X, y)
+    assert clf.n_iter_ == 2
+    assert clf.prediction_settings_.autocast_dtype is None
+    float32 = fast(module=_Bfloat16DivergingNet, precision="float32").fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), float32.predict_proba(X))
+
+
 class _OutOfMemoryNet(torch.nn.Module):
     """Raises CUDA's out-of-memory error for batches larger than ``limit``."""
 
@@ -234,15 +265,27 @@ def test_out_of_memory_in_training_says_which_batch_size_failed(images):
 
 def test_out_of_memory_in_prediction_splits_the_batch(images):
     X, y = images
-    clf = fast(module=_OutOfMemoryNet(3, 2, (8, 8), limit=16), batch_size=16).fit(X, y)
+    # float32: under precision="auto" a CPU with native bfloat16 rounds every
+    # logit to 8 bits, and which kernel computes it depends on the batch size
+    # (torch hands a bfloat16 product to oneDNN only above 16**3 multiply-adds:
+    # 16 rows here, not 8). One rounding step of a logit near 4 moves a
+    # probability near 0.986 by 1e-4, the difference the full suite showed.
+    # What this test checks is the splitting, not bfloat16.
+    net = _OutOfMemoryNet(3, 2, (8, 8), limit=16)
+    clf = fast(module=net, batch_size=16, precision="float32").fit(X, y)
     module = clf.net_.module_
     module.limit = 10
     module.batch_sizes.clear()
     proba = clf.predict_proba(X)
     assert proba.shape == (60, 2)
-    assert max(module.batch_sizes[-4:]) <= 10
+    assert module.batch_sizes[:3] == [16, 8, 8]
+    assert max(module.batch_sizes[1:]) <= 10
     module.limit = 1000
-    np.testing.assert_allclose(clf.predict_proba(X), proba, rtol=1e-6)
+    # In float32 each logit is a sum of 192 products whose order a kernel chosen
+    # by the batch size may change: at most 192 roundings of 2**-24 relative,
+    # about 1e-5 of the logits' size (a few units here); a probability moves
+    # by at most a quarter of its logits' change.
+    np.testing.assert_allclose(clf.predict_proba(X), proba, rtol=0, atol=1e-5)
 
 
 def test_checkpoint_resumes_epochs_and_optimizer_state(images, tmp_path):

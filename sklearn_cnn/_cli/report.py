@@ -58,7 +58,8 @@ def _check_known_classes(classes, y, what: str) -> None:
     if unknown:
         raise CommandError(
             f"the {what} have class(es) {', '.join(map(repr, unknown))} that the "
-            f"model was not trained on; it knows {', '.join(map(repr, classes))}"
+            "model was not trained on; it knows "
+            f"{', '.join(map(repr, classes.tolist()))}"
         )
 
 

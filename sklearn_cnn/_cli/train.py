@@ -45,7 +45,10 @@ def add_parser(commands) -> None:
             "one prediction layer by layer, save the fitted pipeline and write "
             "plots to a report folder. The images of a folder are read from their "
             "files batch by batch as the network trains, so a folder larger than "
-            "memory trains too."
+            "memory trains too. Unlike CNNImageClassifier() with its defaults, "
+            "the command augments the training images (flip and rotation; "
+            "--augment none trains on them as they are), which changes the "
+            "scores: give the estimator augment=RandomAugment(...) to match."
         ),
     )
     _add_data_options(parser)
@@ -347,7 +350,7 @@ def _load_data(args):
     if len(classes) < 2:
         raise CommandError(
             f"found a single class in {args.data_dir!r} with readable images: "
-            f"{classes[0]!r}. A classifier needs at least two classes: add one "
+            f"{classes[0].item()!r}. A classifier needs at least two classes: add one "
             "sub-folder of images per class"
         )
     return X, y, f"folder {args.data_dir}"

@@ -16,7 +16,8 @@ def write_atomically(path, content: bytes | Callable[[BinaryIO], object]) -> Pat
     The data goes to a temporary file next to ``path``, is flushed to disk, and
     the temporary file then replaces ``path`` in one step (``os.replace``): a
     reader sees the old file or the new one, never half of one. Missing parent
-    folders are created.
+    folders are created. The file gets the mode that ``open(path, "w")`` would
+    give a new file (0o666 less the umask), not the temporary file's 0o600.
 
     Parameters
     ----------
@@ -41,6 +42,8 @@ def write_atomically(path, content: bytes | Callable[[BinaryIO], object]) -> Pat
             else:
                 content(stream)
             stream.flush()
+            if hasattr(os, "fchmod"):  # not on Windows, whose files have no modes
+                os.fchmod(stream.fileno(), 0o666 & ~_umask())
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
@@ -48,3 +51,19 @@ def write_atomically(path, content: bytes | Callable[[BinaryIO], object]) -> Pat
             os.unlink(temporary)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    ``os.umask`` can only be read by setting it, which another thread creating
+    a file at that moment would see; Linux reports it in ``/proc/self/status``.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

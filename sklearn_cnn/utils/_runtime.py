@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import multiprocessing
 import secrets
+import sys
+import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -99,6 +103,73 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_native_bf16() else None
     return None
+
+
+def resolve_verbose(verbose) -> int:
+    """The verbosity of one fit: ``verbose``, or for 'auto' 1 where someone watches.
+
+    'auto' (as in Keras) means an epoch table and progress bars when the output
+    is a terminal or a Jupyter notebook, and nothing when it is redirected to a
+    file or a pipe, or when the fit runs in a worker (joblib's and Dask's
+    processes, any thread but the main one), whose output nobody reads as it
+    comes and whose bars and tables would interleave.
+    """
+    if isinstance(verbose, str) and verbose == "auto":
+        return int(output_is_watched())
+    return int(verbose)
+
+
+def output_is_watched() -> bool:
+    """True in the main process's main thread, writing to a terminal or a notebook."""
+    if in_worker():
+        return False
+    if _in_jupyter_kernel():
+        return True
+    try:
+        return bool(sys.stdout.isatty())
+    except (AttributeError, ValueError):  # no stdout (pythonw), or a closed one
+        return False
+
+
+def in_worker() -> bool:
+    """True in a worker process (joblib's loky, Dask's) or a thread but the main one."""
+    return (
+        multiprocessing.current_process().name != "MainProcess"
+        or threading.current_thread() is not threading.main_thread()
+    )
+
+
+def _in_jupyter_kernel() -> bool:
+    """True inside a Jupyter (or Colab) kernel, whose stdout is no terminal."""
+    if "IPython" not in sys.modules:
+        return False
+    shell = sys.modules["IPython"].get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def retry_in_float32(precision: str, device: torch.device, error: Exception) -> bool:
+    """Whether a fit that diverged under ``precision`` is refitted in float32.
+
+    Under bfloat16 autocast only the convolutions and matrix products are
+    listed to run in bfloat16, but every operation that follows them takes
+    their bfloat16 output as it is: batch norm (forward and backward), ReLU,
+    the residual additions, pooling and every activation gradient then carry 8
+    bits of mantissa. A fit can diverge there that converges in float32 (see
+    :ref:`precision`). 'auto' chose bfloat16 for speed, not the user: the fit
+    is then started again in float32, with a warning; an explicit 'bfloat16'
+    raises the error.
+    """
+    if precision != "auto" or resolve_precision(precision, device) is None:
+        return False
+    warnings.warn(
+        f"{error} Under precision='auto' this fit ran in bfloat16 autocast on "
+        f"{device.type}; it is started again in float32 (precision='float32'), "
+        "which takes longer but does not lose the low bits of batch norm and "
+        "the gradients. Pass precision='float32' to skip the bfloat16 attempt.",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+    return True
 
 
 def resolve_seed(random_state) -> int:
