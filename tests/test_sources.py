@@ -204,7 +204,8 @@ class _FunctionalDropout(torch.nn.Module):
         height, width = image_size
         self.kind = kind
         self.linear = torch.nn.Linear(in_channels * height * width, n_classes)
-        self.alpha = torch.nn.AlphaDropout(0.3)
+        if kind == "alpha":
+            self.alpha = torch.nn.AlphaDropout(0.3)
 
     def forward(self, x):
         x = x.flatten(1)
