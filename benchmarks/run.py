@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from sklearn_cnn import CNNImageClassifier
-from sklearn_cnn._classifier import _OPTIMIZERS
+from sklearn_cnn._fitting import _OPTIMIZERS
 from sklearn_cnn._network import ConvNet
 from sklearn_cnn.augmentation import RandomAugment
 from sklearn_cnn.utils._runtime import cpu_has_native_bf16, resolve_precision
@@ -314,7 +314,7 @@ def bench_gpu(size, n_samples, epochs, repeats, device, results):
         "ours": ours_fit(X_warm, y_warm, 1, device, precision="auto"),
         "ours_float32": ours_fit(X_warm, y_warm, 1, device),
     }
-    autocast = models["ours"].net_.autocast_dtype
+    autocast = models["ours"].prediction_settings_.autocast_dtype
     results[f"gpu_{size}px_ours_autocast"] = str(autocast).removeprefix("torch.")
 
     images = n_samples * epochs
@@ -341,6 +341,104 @@ def bench_gpu(size, n_samples, epochs, repeats, device, results):
         results[f"gpu_predict_{size}px_{name}"] = n_samples / seconds
 
 
+def hand_resnet18_fit(images, labels, epochs, device):
+    """resnet18 trained by hand: GPU-resident, bfloat16 autocast, channels last."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=GPU_CLASSES).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = OPTIMIZER(model.parameters(), lr=LR, **OPTIMIZER_KWARGS)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), device=device)
+        for start in range(0, len(images), BATCH_SIZE):
+            index = order[start : start + BATCH_SIZE]
+            batch = images[index].float().div(255)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = loss_fn(model(batch).float(), labels[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    synchronize(device)
+    return model
+
+
+def hand_resnet18_features(model, images, device, batch_size):
+    """Pooled resnet18 features by hand: bfloat16, channels last, no grad."""
+    body = nn.Sequential(*list(model.children())[:-1]).eval()
+    outputs = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].float().div(255)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            outputs.append(body(batch).flatten(1).float())
+    synchronize(device)
+    return torch.cat(outputs)
+
+
+def bench_gpu_resnet18(size, n_samples, epochs, repeats, device, results):
+    """resnet18 at ``size`` px: fine-tuning and CNNFeatureExtractor against by hand.
+
+    Ours fine-tunes from a state-dict file (random weights written here: no
+    download), frozen body for the first epoch as by default; the hand loop
+    trains everything, GPU-resident, in bfloat16 and channels last. Inference:
+    ``CNNFeatureExtractor.transform`` against the same body run by hand.
+    """
+    import tempfile
+
+    import torchvision
+
+    from sklearn_cnn import CNNFeatureExtractor
+
+    X, y = make_data(n_samples, size, n_classes=GPU_CLASSES)
+    images = torch.from_numpy(X).to(device).permute(0, 3, 1, 2)
+    labels = torch.from_numpy(y).to(device)
+    with tempfile.TemporaryDirectory() as folder:
+        weights = Path(folder) / "resnet18.pt"
+        torch.save(torchvision.models.resnet18().state_dict(), weights)
+        common = dict(
+            backbone="resnet18",
+            weights=weights,
+            batch_size=BATCH_SIZE,
+            lr=LR,
+            device=str(device),
+            random_state=0,
+            verbose=0,
+        )
+        # Warm-up: CUDA's lazy start-up and cuDNN's kernel choice, untimed.
+        CNNImageClassifier(**common, epochs=1).fit(X[:64], y[:64])
+        hand = hand_resnet18_fit(images[:64], labels[:64], 1, device)
+        contenders = {
+            "hand_bf16": lambda: hand_resnet18_fit(images, labels, epochs, device),
+            "ours": lambda: (
+                CNNImageClassifier(**common, epochs=epochs).fit(X, y),
+                synchronize(device),
+            ),
+        }
+        for name, seconds in interleaved(contenders, repeats).items():
+            results[f"gpu_train_resnet18_{size}px_{name}"] = (
+                n_samples * epochs / seconds
+            )
+        extractor = CNNFeatureExtractor(
+            "resnet18",
+            weights=weights,
+            batch_size=PREDICT_BATCH_SIZE,
+            device=str(device),
+        ).fit(X[:8])
+        extractor.transform(X[:64])
+        predictors = {
+            "hand_bf16": lambda: hand_resnet18_features(
+                hand, images, device, PREDICT_BATCH_SIZE
+            ),
+            "ours": lambda: extractor.transform(X),
+        }
+        for name, seconds in interleaved(predictors, repeats).items():
+            results[f"gpu_features_resnet18_{size}px_{name}"] = n_samples / seconds
+
+
 def gpu_ratio_rows(results: dict) -> list[tuple[str, float, float]]:
     """(label, ratio of images per second, goal) of the GPU comparison."""
     rows = []
@@ -363,6 +461,15 @@ def gpu_ratio_rows(results: dict) -> list[tuple[str, float, float]]:
                 rows.append(
                     (f"{size}px {task}: ours float32 / hand", ours32 / hand32, 0)
                 )
+    for key in sorted(results):
+        if key.startswith(("gpu_train_resnet18_", "gpu_features_resnet18_")):
+            if key.endswith("_ours"):
+                hand = results.get(key.removesuffix("_ours") + "_hand_bf16")
+                if hand:
+                    label = key.removeprefix("gpu_").removesuffix("_ours")
+                    rows.append(
+                        (f"{label}: ours / hand_bf16", results[key] / hand, 0.9)
+                    )
     return rows
 
 
@@ -581,13 +688,16 @@ def figure_table(figures: dict) -> list[str]:
     cells: dict = {}
     columns: list = []
     for key, value in figures.items():
-        match = re.fullmatch(r"(?:gpu_)?(train|predict)_(\d+)px_(\w+)", key)
-        column, contender = f"{match[1]} {match[2]} px", match[3]
+        match = re.fullmatch(
+            r"(?:gpu_)?(train|predict|features)_(?:(resnet18)_)?(\d+)px_(\w+)", key
+        )
+        network = f" {match[2]}" if match[2] else ""
+        column, contender = f"{match[1]}{network} {match[3]} px", match[4]
         if column not in columns:
             columns.append(column)
         cells.setdefault(contender, {})[column] = value
     # Training first, then prediction; small images first.
-    columns.sort(key=lambda c: (c.split()[0] != "train", int(c.split()[1])))
+    columns.sort(key=lambda c: (c.split()[0] != "train", int(c.split()[-2])))
     lines = [
         "| contender (images/s) | " + " | ".join(columns) + " |",
         "| --- |" + " ---: |" * len(columns),
@@ -608,16 +718,21 @@ def settings_of(args, device) -> dict:
 
 def run_gpu(args, device, info):
     results: dict = {}
+    partial = {"machine": info, "settings": settings_of(args, device)}
     for size in (32, 64):
         bench_gpu(size, args.samples, args.epochs, args.repeats, device, results)
         # Keep what is measured should a time limit stop the run at the next size.
-        partial = {"machine": info, "settings": settings_of(args, device)}
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(partial | {"results": results}, indent=2))
+    backbone_size, backbone_samples = (32, 16) if args.quick else (224, 2048)
+    bench_gpu_resnet18(
+        backbone_size, backbone_samples, args.epochs, args.repeats, device, results
+    )
+    args.output.write_text(json.dumps(partial | {"results": results}, indent=2))
     figures = {
         key: value
         for key, value in results.items()
-        if key.startswith(("gpu_train_", "gpu_predict_"))
+        if key.startswith(("gpu_train_", "gpu_predict_", "gpu_features_"))
     }
     rows = gpu_ratio_rows(results)
     print_figures(figures, rows)

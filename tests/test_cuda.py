@@ -54,8 +54,12 @@ class RecordTrainingData(Callback):
     """Where the training images lived while the net trained on them."""
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.device_ = X.images.device
-        self.pinned_ = X.images.is_pinned()
+        # X is the LabelledImages of the training set; its source keeps a
+        # resident copy on the GPU, or reads batches from the CPU.
+        resident = getattr(X.source, "_device_images", None)
+        self.device_ = torch.device("cpu") if resident is None else resident.device
+        # How the DataLoader reads a batch for a CUDA device.
+        self.pinned_ = X.source.read(np.arange(1), pin_memory=True).is_pinned()
 
 
 @pytest.fixture
@@ -346,6 +350,90 @@ def test_backbone_fine_tunes_and_extracts_on_cuda(tmp_path):
     np.testing.assert_allclose(features, reference, rtol=0.1, atol=0.05)
 
 
+# -- what this round adds, on the GPU -----------------------------------------------
+@cuda
+def test_pil_images_and_image_columns_train_on_the_gpu(learnable):
+    from PIL import Image
+
+    X, y = learnable
+    pil = [Image.fromarray(image) for image in X]
+    from_array = CNNImageClassifier(**FAST, device="cuda").fit(X, y)
+    from_pil = CNNImageClassifier(**FAST, device="cuda").fit(pil, y)
+    assert on_cuda(from_pil)
+    assert_same_predictions(
+        from_pil.predict_proba(pil), from_array.predict_proba(X), atol=1e-3
+    )
+    datasets = pytest.importorskip("datasets")
+    column = datasets.Dataset.from_dict({"image": pil}).cast_column(
+        "image", datasets.Image()
+    )["image"]
+    assert_same_predictions(
+        from_array.predict_proba(column), from_array.predict_proba(X), atol=1e-6
+    )
+
+
+@cuda
+def test_traces_and_predictions_from_threads_on_the_gpu(learnable):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sklearn_cnn.inspection import layer_trace
+
+    X, y = learnable
+    clf = CNNImageClassifier(**FAST, device="cuda").fit(X, y)
+    expected = clf.predict_proba(X)
+    rows = layer_trace(clf, X).rows
+
+    def work(i):
+        return layer_trace(clf, X).rows if i % 2 else clf.predict_proba(X)
+
+    with ThreadPoolExecutor(8) as executor:
+        for i, result in enumerate(executor.map(work, range(16))):
+            if i % 2:
+                assert result == rows
+            else:
+                assert_array_equal(result, expected)
+
+
+@cuda
+def test_activation_maps_on_the_gpu_match_the_cpu(learnable):
+    from sklearn_cnn.inspection import class_activation_map
+
+    X, y = learnable
+    params = dict(**FAST, precision="float32")
+    on_gpu = CNNImageClassifier(**params, device="cuda").fit(X, y)
+    maps = class_activation_map(on_gpu, X[:16])
+    assert maps.shape == (16, 8, 8)
+    assert maps.min() >= 0 and maps.max() <= 1
+    # The same network moved to the CPU gives the same maps.
+    import copy
+
+    on_cpu = copy.deepcopy(on_gpu)
+    on_cpu.net_.module_.to("cpu")
+    on_cpu.device_ = "cpu"
+    np.testing.assert_allclose(class_activation_map(on_cpu, X[:16]), maps, atol=1e-3)
+
+
+@cuda
+def test_onnx_export_of_a_gpu_model_runs_with_onnxruntime(learnable, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from sklearn_cnn import export_onnx
+
+    X, y = learnable
+    clf = CNNImageClassifier(**FAST, device="cuda", precision="float32").fit(X, y)
+    path = export_onnx(clf, tmp_path / "model.onnx")
+    # The CUDA provider where onnxruntime-gpu is installed, else the CPU one.
+    available = onnxruntime.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider",) if p in available]
+    session = onnxruntime.InferenceSession(
+        str(path), providers=[*providers, "CPUExecutionProvider"]
+    )
+    (name,) = [i.name for i in session.get_inputs()]
+    for n in (1, 7, 30):
+        (proba,) = session.run(None, {name: X[:n]})
+        np.testing.assert_allclose(proba, clf.predict_proba(X[:n]), atol=1e-4)
+    print("onnxruntime providers used:", session.get_providers())
+
+
 # -- without a GPU ------------------------------------------------------------------
 @pytest.mark.skipif(HAS_CUDA, reason="checks what a machine without CUDA does")
 def test_without_cuda_the_cuda_tests_skip_and_say_why():
@@ -369,7 +457,12 @@ def test_without_cuda_the_cuda_tests_skip_and_say_why():
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     assert "torch.cuda.is_available() is False" in output
-    summary = output.strip().splitlines()[-1]
+    # pytest's closing line (a plugin's warning may follow it, as under xdist).
+    summary = [
+        line
+        for line in output.splitlines()
+        if re.search(r"\d+ (skipped|passed|failed|deselected)", line)
+    ][-1]
     assert re.search(r"\d+ skipped", summary), summary
     assert not re.search(r"passed|failed|error", summary), summary
 
