@@ -1,7 +1,7 @@
 """
-=============================================
+==============================================
 Why did it predict that? Class activation maps
-=============================================
+==============================================
 
 A classifier can be right for the wrong reason: a watermark, a background, the
 border of the scan. A class activation map shows where in an image the network
