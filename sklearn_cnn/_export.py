@@ -29,7 +29,7 @@ from .inspection import _fitted
 
 # Opset 17 is read by every onnxruntime since 1.13 and has all the operators used.
 OPSET_VERSION = 17
-LAYOUTS = ("nhwc", "nchw")
+LAYOUTS = ("nhwc", "nchw", "nhw", "flat")
 INPUT_NAME = "images"
 
 
@@ -137,8 +137,9 @@ def _per_channel(values) -> torch.Tensor:
 class _ExportedModel(nn.Module):
     """uint8 images in the given layout -> probabilities (or features)."""
 
-    def __init__(self, steps, network, *, scale_uint8, softmax, layout):
+    def __init__(self, steps, network, *, scale_uint8, softmax, layout, image_shape):
         super().__init__()
+        self.image_shape = tuple(image_shape)
         self.steps = nn.Sequential(*steps)
         self.network = network
         self.scale_uint8 = scale_uint8
@@ -149,6 +150,11 @@ class _ExportedModel(nn.Module):
         x = images.to(torch.float32)
         if self.layout == "nhwc":
             x = x.permute(0, 3, 1, 2)
+        elif self.layout == "nhw":
+            x = x.unsqueeze(1)
+        elif self.layout == "flat":
+            height, width, channels = self.image_shape
+            x = x.unflatten(1, (height, width, channels)).permute(0, 3, 1, 2)
         x = self.steps(x)
         if self.scale_uint8:
             x = x * (1.0 / 255.0)
@@ -207,7 +213,7 @@ def _exported_steps(model, steps, image_shape):
     return modules
 
 
-def export_onnx(model, path, *, layout="nhwc", opset_version=OPSET_VERSION):
+def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
     """Write a fitted model as one ONNX graph: uint8 images in, probabilities out.
 
     The graph takes a batch of uint8 images of the fitted height, width and
@@ -233,10 +239,13 @@ def export_onnx(model, path, *, layout="nhwc", opset_version=OPSET_VERSION):
         left out: they change nothing at prediction) ending in one.
     path : str or path-like
         The ``.onnx`` file to write; replaced only once complete.
-    layout : {"nhwc", "nchw"}, default="nhwc"
+    layout : {"nhwc", "nchw", "nhw", "flat"} or None, default=None
         How the graph's input holds the images: ``(n, height, width,
-        channels)``, as images are decoded, or ``(n, channels, height,
-        width)``.
+        channels)``, as images are decoded, ``(n, channels, height, width)``,
+        ``(n, height, width)`` (grayscale) or flattened ``(n, height * width *
+        channels)``. None: the layout the model was fitted on
+        (``input_layout_``; channels last for models fitted on image files or
+        PIL images).
     opset_version : int, default=17
         The ONNX operator set of the graph.
 
@@ -282,9 +291,11 @@ def export_onnx(model, path, *, layout="nhwc", opset_version=OPSET_VERSION):
             "export_onnx needs the onnx package: pip install onnx onnxruntime "
             "(or pip install 'sklearn-cnn[onnx]')."
         ) from None
-    if layout not in LAYOUTS:
+    if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {list(LAYOUTS)}; got {layout!r}.")
     check_is_fitted(model)
+    if layout is None:
+        layout = _fitted.fitted_layout(model)
     steps, final = _fitted.split_pipeline(model)
     if not _fitted.has_network(final):
         raise _unsupported(model, final)
@@ -308,13 +319,20 @@ def export_onnx(model, path, *, layout="nhwc", opset_version=OPSET_VERSION):
         scale_uint8=_fitted.uses_uint8_scaling(model),
         softmax=classifier,
         layout=layout,
+        image_shape=image_shape,
     ).eval()
     height, width, channels = image_shape
-    shape = (
-        (2, height, width, channels)
-        if layout == "nhwc"
-        else (2, channels, height, width)
-    )
+    if layout == "nhw" and channels != 1:
+        raise ValueError(
+            f"layout='nhw' holds grayscale images, but this model takes images of "
+            f"{channels} channels; pass layout='nhwc' or 'nchw'."
+        )
+    shape = {
+        "nhwc": (2, height, width, channels),
+        "nchw": (2, channels, height, width),
+        "nhw": (2, height, width),
+        "flat": (2, height * width * channels),
+    }[layout]
     example = torch.zeros(shape, dtype=torch.uint8)
     _exportable_pools(wrapper, example)
     output_name = "probabilities" if classifier else "features"

@@ -810,6 +810,7 @@ def _validate_array(estimator, X, y, *, reset: bool, image_shape):
     if reset:
         estimator.n_features_in_ = math.prod(layout.image_shape)
         estimator.image_shape_ = layout.hwc
+        estimator.input_layout_ = layout.kind
     return X, layout, y
 
 
@@ -854,6 +855,8 @@ def _record_decoded_shape(estimator, image_shape) -> None:
     height, width, channels = image_shape
     estimator.n_features_in_ = height * width * channels
     estimator.image_shape_ = tuple(image_shape)
+    # Decoded images are channels last, as a runtime decoding them would hold them.
+    estimator.input_layout_ = "nhwc"
     vars(estimator).pop("feature_names_in_", None)
 
 

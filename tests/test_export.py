@@ -87,6 +87,26 @@ def test_channels_first_layout_and_integer_classes(data, tmp_path):
     assert json.loads(metadata(path)["classes"]) == [0, 10, 20]
 
 
+@pytest.mark.parametrize("layout", ["nhwc", "nchw", "nhw", "flat"])
+def test_the_graph_takes_the_layout_the_model_was_fitted_on(tmp_path, layout):
+    X, y = make_images(n_samples=24, size=8, channels=1)
+    given = {
+        "nhwc": X,
+        "nchw": np.ascontiguousarray(X.transpose(0, 3, 1, 2)),
+        "nhw": X[..., 0],
+        "flat": X.reshape(len(X), -1),
+    }[layout]
+    shape = (8, 8, 1) if layout == "flat" else None
+    classifier = CNNImageClassifier(**FAST, image_shape=shape).fit(given, y)
+    assert classifier.input_layout_ == layout
+    path = export_onnx(classifier, tmp_path / f"{layout}.onnx")
+    assert metadata(path)["input_layout"] == layout
+    _, probabilities = run(path, given)
+    np.testing.assert_allclose(
+        probabilities, classifier.predict_proba(given), atol=1e-4
+    )
+
+
 def test_backbone_with_its_normalization_in_the_graph(torch_cache, tmp_path):
     torch.manual_seed(0)
     torch_cache.mkdir(parents=True, exist_ok=True)
@@ -175,7 +195,9 @@ def test_unfitted_model_and_unknown_layout(data, tmp_path):
     with pytest.raises(NotFittedError):
         export_onnx(CNNImageClassifier(), tmp_path / "m.onnx")
     X, y = data
-    with pytest.raises(ValueError, match=r"layout must be one of \['nhwc', 'nchw'\]"):
+    with pytest.raises(
+        ValueError, match=r"layout must be one of \['nhwc', 'nchw', 'nhw', 'flat'\]"
+    ):
         export_onnx(
             CNNImageClassifier(**FAST).fit(X, y), tmp_path / "m.onnx", layout="nwhc"
         )

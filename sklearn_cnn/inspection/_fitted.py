@@ -83,6 +83,13 @@ def take_images(X, indices):
     return _safe_indexing(X, np.asarray(indices, dtype=int))
 
 
+def fitted_layout(estimator) -> str:
+    """The layout of the images the estimator (or its first step) was fitted on."""
+    steps, final = split_pipeline(estimator)
+    first = steps[0] if steps else final
+    return getattr(first, "input_layout_", None) or "nhwc"
+
+
 def fitted_image_shape(estimator) -> tuple[int, int, int]:
     """``(height, width, channels)`` of the images the estimator was fitted on."""
     steps, final = split_pipeline(estimator)
