@@ -266,20 +266,46 @@ def cached_weights_path(entry) -> Path:
 
 
 def _download_guard(build, name: str, entry):
-    """``build()``, with a failed download turned into a message saying what to do."""
+    """``build()`` from the torch cache, downloading the weights first if absent.
+
+    The download is ours rather than torch's: torch prints ``Downloading: "<url>"``
+    before it tries, which offline reads as if the file were on its way just
+    before the error says it is not. A failed download becomes a message saying
+    what to do; a successful one says where the file went.
+    """
     path = cached_weights_path(entry)
-    try:
-        return build()
-    except (OSError, http.client.HTTPException) as error:
-        if path.exists():
-            raise
-        raise FileNotFoundError(
-            f"The {entry} weights of {name} are not in the torch cache and could "
-            f"not be downloaded ({type(error).__name__}: {error}). Put the file "
-            f"{path.name!r} (from {entry.url}) in the folder {str(path.parent)!r} "
-            "(the TORCH_HOME environment variable moves that folder), or pass "
-            "weights=None for random weights."
-        ) from None
+    if not path.exists():
+        try:
+            _download_weights(entry, path)
+        except (OSError, http.client.HTTPException) as error:
+            raise _weights_missing(name, entry, path, error) from None
+    return build()
+
+
+def _download_weights(entry, path: Path) -> None:
+    """Download a torchvision weights file into the torch cache, checking its hash."""
+    import sys
+
+    from torch.hub import HASH_REGEX
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # torchvision checks the hash that the file name carries; so do we.
+    match = HASH_REGEX.search(path.name)
+    torch.hub.download_url_to_file(
+        entry.url, str(path), match.group(1) if match else None, progress=True
+    )
+    sys.stderr.write(f"Downloaded {entry.url} to {path}\n")
+
+
+def _weights_missing(name: str, entry, path: Path, error: Exception):
+    """The error for torchvision weights that are neither cached nor downloadable."""
+    return FileNotFoundError(
+        f"The {entry} weights of {name} are not in the torch cache and could "
+        f"not be downloaded ({type(error).__name__}: {error}). Put the file "
+        f"{path.name!r} (from {entry.url}) in the folder {str(path.parent)!r} "
+        "(the TORCH_HOME environment variable moves that folder), or pass "
+        "weights=None for random weights."
+    )
 
 
 def _replace_last_linear(model: nn.Module, name: str) -> tuple[str, int]:

@@ -153,6 +153,17 @@ def test_offline_without_cache_names_the_file_and_folder(torch_cache):
     assert not hasattr(clf, "net_")
 
 
+def test_offline_error_comes_without_a_downloading_line(torch_cache, capfd):
+    # torch's loader prints 'Downloading: "<url>"' before it tries: offline that
+    # read as if the file were coming, just before the error said it was not.
+    X, y = make_images(n=6)
+    clf = CNNImageClassifier(backbone="resnet18", weights="IMAGENET1K_V1", **FAST)
+    with pytest.raises(FileNotFoundError, match="not in the torch cache"):
+        clf.fit(X, y)
+    captured = capfd.readouterr()
+    assert "Downloading" not in captured.out + captured.err
+
+
 def test_grid_search_over_fine_tuning_parameters(resnet18_state):
     X, y = make_images(n=12, n_classes=2)
     search = GridSearchCV(
