@@ -237,6 +237,23 @@ def ours_fit(X, y, epochs, device, augment=False, precision="float32"):
     return clf
 
 
+def ours_regressor_fit(X, y, epochs, device):
+    """CNNImageRegressor with the classifier's settings, on the labels as numbers."""
+    from sklearn_cnn import CNNImageRegressor
+
+    regressor = CNNImageRegressor(
+        epochs=epochs,
+        batch_size=BATCH_SIZE,
+        lr=LR,
+        device=str(device),
+        precision="float32",
+        random_state=0,
+    )
+    regressor.fit(X, y.astype(np.float32))
+    synchronize(device)
+    return regressor
+
+
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -270,6 +287,7 @@ def bench_training(size, n_samples, epochs, repeats, device, results):
         "skorch": lambda: skorch_fit(X, y, epochs, device),
         "ours": lambda: ours_fit(X, y, epochs, device),
         "ours_auto": lambda: ours_fit(X, y, epochs, device, precision="auto"),
+        "ours_regressor": lambda: ours_regressor_fit(X, y, epochs, device),
         "hand_bf16": lambda: hand_fit(X, y, epochs, device, torch.bfloat16),
     }
     medians = interleaved(contenders, repeats)
@@ -556,6 +574,12 @@ def ratio_rows(results: dict) -> list[tuple[str, float, float]]:
             0.95,
         )
         add(f"{size}px train: ours / skorch", prefix + "ours", prefix + "skorch", 1.0)
+        add(
+            f"{size}px train: regressor / classifier (ours)",
+            prefix + "ours_regressor",
+            prefix + "ours",
+            0.95,
+        )
         add(
             f"{size}px train: ours defaults / hand fp32",
             prefix + "ours_auto",

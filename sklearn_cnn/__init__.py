@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CNNFeatureExtractor",
     "CNNImageClassifier",
+    "CNNImageRegressor",
     "__version__",
     "export_onnx",
     "load_model",
@@ -21,6 +22,7 @@ _public_attribute, __dir__ = _lazy.attach(
         "_classifier": ["CNNImageClassifier"],
         "_export": ["export_onnx"],
         "_features": ["CNNFeatureExtractor"],
+        "_regressor": ["CNNImageRegressor"],
         "_persistence": ["load_model", "save_model"],
     },
 )

@@ -42,7 +42,7 @@ import torch
 from accelerate.optimizer import AcceleratedOptimizer
 from skorch.hf import AccelerateMixin
 
-from ._net import ImageNetMixin, ImageNeuralNet
+from ._net import ImageNetMixin, ImageNeuralNet, ImageNeuralNetRegressor
 from ._sources import LabelledImages, batch_loader
 from .utils._runtime import resolve_verbose
 from .utils._skorch_private import unwrap_from_accelerator, wrap_for_accelerator
@@ -165,7 +165,16 @@ class AcceleratedImageNet(_AcceleratedSteps, AccelerateMixin, ImageNeuralNet):
     """:class:`ImageNeuralNet` trained through an ``accelerate.Accelerator``."""
 
 
-_ACCELERATED = {ImageNeuralNet: AcceleratedImageNet}
+class AcceleratedImageNetRegressor(
+    _AcceleratedSteps, AccelerateMixin, ImageNeuralNetRegressor
+):
+    """:class:`ImageNeuralNetRegressor` trained through an Accelerator."""
+
+
+_ACCELERATED = {
+    ImageNeuralNet: AcceleratedImageNet,
+    ImageNeuralNetRegressor: AcceleratedImageNetRegressor,
+}
 
 
 def _silent(*args, **kwargs) -> None:

@@ -389,7 +389,7 @@ list of paths
         return self._fit(X, y, sample_weight, epochs=1, classes=None, continuing=True)
 
     # -- the task: labels --------------------------------------------------------
-    def _task_targets(self, y, *, classes, continuing) -> np.ndarray:
+    def _task_targets(self, y, *, classes, continuing, sample_weight) -> np.ndarray:
         check_classification_targets(y)
         y_encoded, classes_ = self._encode_labels(y, classes, continuing)
         self.classes_ = classes_

@@ -87,7 +87,7 @@ class CNNImageEstimator(BaseEstimator):
     }
 
     # -- what a task defines ------------------------------------------------------
-    def _task_targets(self, y, *, classes, continuing) -> np.ndarray:
+    def _task_targets(self, y, *, classes, continuing, sample_weight) -> np.ndarray:
         """Validate ``y`` and encode it for the loss; set the fitted target state."""
         raise NotImplementedError
 
@@ -183,11 +183,13 @@ class CNNImageEstimator(BaseEstimator):
         )
         if not continuing:
             self.input_normalization_ = self._input_normalization(source)
-        targets = self._task_targets(y, classes=classes, continuing=continuing)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
-                sample_weight, targets, dtype=np.float32, ensure_non_negative=True
+                sample_weight, np.asarray(y), dtype=np.float32, ensure_non_negative=True
             )
+        targets = self._task_targets(
+            y, classes=classes, continuing=continuing, sample_weight=sample_weight
+        )
         if sample_weight is not None and not sample_weight.all():
             # An image of weight 0 is left out altogether, so that it counts for
             # nothing in batch-norm statistics either.

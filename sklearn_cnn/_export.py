@@ -137,8 +137,12 @@ def _per_channel(values) -> torch.Tensor:
 class _ExportedModel(nn.Module):
     """uint8 images in the given layout -> probabilities (or features)."""
 
-    def __init__(self, steps, network, *, scale_uint8, softmax, layout, image_shape):
+    def __init__(
+        self, steps, network, *, scale_uint8, softmax, layout, image_shape, targets
+    ):
         super().__init__()
+        # A regressor's (mean, scale): its network learns standardized targets.
+        self.targets = targets
         self.image_shape = tuple(image_shape)
         self.steps = nn.Sequential(*steps)
         self.network = network
@@ -159,6 +163,9 @@ class _ExportedModel(nn.Module):
         if self.scale_uint8:
             x = x * (1.0 / 255.0)
         x = self.network(x)
+        if self.targets is not None:
+            mean, scale = self.targets
+            return x * scale + mean
         return torch.softmax(x, dim=1) if self.softmax else x
 
 
@@ -167,7 +174,8 @@ def _unsupported(model, final) -> TypeError:
     if final is not model:
         got += f" ending in {type(final).__name__}"
     return TypeError(
-        "export_onnx exports a fitted CNNImageClassifier or CNNFeatureExtractor, "
+        "export_onnx exports a fitted CNNImageClassifier, CNNImageRegressor or "
+        "CNNFeatureExtractor, "
         "or a fitted Pipeline of sklearn-cnn image steps (ImageScaler, "
         "ImageStandardizer, ImageResizer; augmenters, which leave images "
         f"unchanged at prediction, are left out) ending in one; got {got}."
@@ -231,7 +239,7 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
 
     Parameters
     ----------
-    model : CNNImageClassifier, CNNFeatureExtractor or Pipeline
+    model : CNNImageClassifier, CNNImageRegressor, CNNFeatureExtractor or Pipeline
         A fitted estimator, or a fitted Pipeline of
         :class:`~sklearn_cnn.preprocessing.ImageScaler`,
         :class:`~sklearn_cnn.preprocessing.ImageStandardizer` and
@@ -263,7 +271,9 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
     Notes
     -----
     The graph's input is named ``"images"`` and its output ``"probabilities"``
-    (``"features"`` for an extractor). Its metadata (``metadata_props``) holds
+    (``"features"`` for an extractor; ``"predictions"`` for a
+    :class:`~sklearn_cnn.CNNImageRegressor`, of shape ``(n, n_outputs)``, the
+    targets on their own scale). Its metadata (``metadata_props``) holds
     ``classes`` (the JSON list of ``classes_``), ``input_layout``,
     ``image_shape`` (height, width, channels) and ``producer``.
 
@@ -320,6 +330,7 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
         softmax=classifier,
         layout=layout,
         image_shape=image_shape,
+        targets=_fitted.target_standardization(final),
     ).eval()
     height, width, channels = image_shape
     if layout == "nhw" and channels != 1:
@@ -336,6 +347,8 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
     example = torch.zeros(shape, dtype=torch.uint8)
     _exportable_pools(wrapper, example)
     output_name = "probabilities" if classifier else "features"
+    if hasattr(final, "target_mean_"):
+        output_name = "predictions"
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter's notice that a newer one exists, and the

@@ -20,7 +20,7 @@ from functools import partial
 from typing import NamedTuple
 
 import torch
-from skorch import NeuralNetClassifier
+from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import (
     Callback,
     EarlyStopping,
@@ -187,6 +187,69 @@ class Accuracy(Callback):
         del self.counts_
 
 
+class R2(Callback):
+    """Records train and validation R² per epoch from the batches' outputs.
+
+    The regressor's metric (``metric=`` of :class:`ImageNeuralNetRegressor`),
+    computed on the standardized targets the network learns (R² does not change
+    when targets and predictions are standardized alike), weighted by the sample
+    weights when there are, and averaged uniformly over the outputs, as
+    :func:`sklearn.metrics.r2_score` does. The sums stay on the device until the
+    epoch ends: no sync per batch.
+    """
+
+    name = "r2"
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.sums_ = {True: None, False: None}
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        _, targets = unpack_data(batch)
+        if targets is None or y_pred is None:
+            return
+        weights = None
+        if isinstance(targets, WeightedTarget):
+            targets, weights = targets
+        # float64 where the device has it: the sums add a whole epoch's images.
+        dtype = torch.float32 if targets.device.type == "mps" else torch.float64
+        targets = targets.to(dtype).reshape(len(targets), -1)
+        predictions = y_pred.detach().to(dtype).reshape(len(targets), -1)
+        if weights is None:
+            weights = torch.ones(len(targets), dtype=dtype, device=targets.device)
+        weights = weights.to(dtype)[:, None]
+        # Per output: sum of weights, of weighted targets, of weighted squared
+        # targets and of weighted squared errors.
+        sums = torch.stack(
+            [
+                weights.expand_as(targets).sum(dim=0),
+                (weights * targets).sum(dim=0),
+                (weights * targets**2).sum(dim=0),
+                (weights * (targets - predictions) ** 2).sum(dim=0),
+            ]
+        )
+        previous = self.sums_[training]
+        self.sums_[training] = sums if previous is None else previous + sums
+
+    def on_epoch_end(self, net, **kwargs):
+        for training, prefix in ((True, "train"), (False, "valid")):
+            sums = self.sums_[training]
+            if sums is None:
+                continue
+            total, linear, square, residual = sums.double().cpu().numpy()
+            if not (total > 0).all():
+                continue
+            variance = square - linear**2 / total
+            # Constant targets: 1 for a perfect fit, else 0, as r2_score.
+            scores = [
+                (1.0 if res == 0 else 0.0) if var <= 0 else 1.0 - res / var
+                for res, var in zip(residual, variance)
+            ]
+            net.history.record(f"{prefix}_r2", float(sum(scores) / len(scores)))
+        # Sums left on the device would go into the pickle as CUDA tensors,
+        # which a machine without CUDA cannot unpickle.
+        del self.sums_
+
+
 class _EpochTable(SortedColumnsHook, PrintLog):
     """skorch's epoch table: columns in reading order, colours on terminals only."""
 
@@ -285,7 +348,8 @@ class ImageNetMixin(DefaultCallbacksHook):
     """What our nets add to skorch's: a batched data path and fail-fast training.
 
     Mixed into skorch's ``NeuralNetClassifier`` (:class:`ImageNeuralNet`) and
-    ``NeuralNetRegressor``. Differences from skorch's nets:
+    ``NeuralNetRegressor`` (:class:`ImageNeuralNetRegressor`). Differences from
+    skorch's nets:
 
     * batches come from :func:`~sklearn_cnn._sources.batch_loader` over a
       :class:`~sklearn_cnn._sources.LabelledImages` and are prepared on the
@@ -465,3 +529,7 @@ class ImageNetMixin(DefaultCallbacksHook):
 
 class ImageNeuralNet(ImageNetMixin, NeuralNetClassifier):
     """The classifier's net: skorch's ``NeuralNetClassifier`` with our data path."""
+
+
+class ImageNeuralNetRegressor(ImageNetMixin, NeuralNetRegressor):
+    """The regressor's net: skorch's ``NeuralNetRegressor`` with our data path."""

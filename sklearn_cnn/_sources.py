@@ -767,7 +767,11 @@ def _validate_array(estimator, X, y, *, reset: bool, image_shape):
     )
     validate_y = not (isinstance(y, str) and y == "no_validation")
     if validate_y:
-        X, y = validate_data(estimator, X, y, reset=reset, **check_params)
+        # 2-D y where the estimator says it learns several outputs (its tags).
+        multi_output = estimator.__sklearn_tags__().target_tags.multi_output
+        X, y = validate_data(
+            estimator, X, y, reset=reset, multi_output=multi_output, **check_params
+        )
     else:
         X = validate_data(estimator, X, reset=reset, **check_params)
     if X.ndim == 1:

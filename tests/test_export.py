@@ -107,6 +107,18 @@ def test_the_graph_takes_the_layout_the_model_was_fitted_on(tmp_path, layout):
     )
 
 
+def test_regressor_predictions_on_their_own_scale(tmp_path):
+    from sklearn_cnn import CNNImageRegressor
+
+    X, _ = make_images(n_samples=24, size=8)
+    y = np.c_[X.mean(axis=(1, 2, 3)) * 10, X[..., 0].mean(axis=(1, 2))]
+    params = {key: value for key, value in FAST.items() if key != "class_weight"}
+    regressor = CNNImageRegressor(**params).fit(X, y)
+    path = export_onnx(regressor, tmp_path / "regressor.onnx")
+    _, predictions = run(path, X)
+    np.testing.assert_allclose(predictions, regressor.predict(X), rtol=1e-4)
+
+
 def test_backbone_with_its_normalization_in_the_graph(torch_cache, tmp_path):
     torch.manual_seed(0)
     torch_cache.mkdir(parents=True, exist_ok=True)
@@ -167,7 +179,8 @@ def test_feature_extractor(tmp_path):
             lambda X, y: make_pipeline(ImageScaler(), LogisticRegression()).fit(
                 X.reshape(len(X), -1), y
             ),
-            "export_onnx exports a fitted CNNImageClassifier or CNNFeatureExtractor"
+            "export_onnx exports a fitted CNNImageClassifier, CNNImageRegressor or "
+            "CNNFeatureExtractor"
             ".* got Pipeline ending in LogisticRegression",
         ),
         (

@@ -21,6 +21,7 @@ PUBLIC = {
     "sklearn_cnn": [
         "CNNFeatureExtractor",
         "CNNImageClassifier",
+        "CNNImageRegressor",
         "__version__",
         "export_onnx",
         "load_model",

@@ -83,6 +83,16 @@ def take_images(X, indices):
     return _safe_indexing(X, np.asarray(indices, dtype=int))
 
 
+def target_standardization(final):
+    """A regressor's ``(mean, scale)`` tensors, or None for other estimators."""
+    if not hasattr(final, "target_mean_"):
+        return None
+    return (
+        torch.as_tensor(final.target_mean_, dtype=torch.float32),
+        torch.as_tensor(final.target_scale_, dtype=torch.float32),
+    )
+
+
 def fitted_layout(estimator) -> str:
     """The layout of the images the estimator (or its first step) was fitted on."""
     steps, final = split_pipeline(estimator)
