@@ -231,7 +231,9 @@ def test_evaluate_prints_the_evaluation_stage(trained, images, tmp_path, capsys)
     report = tmp_path / "evaluation"
     assert main(["evaluate", str(model), str(images), "--report", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "[6/6] Evaluation on the 12 images of" in out
+    # evaluate's own stages, numbered among themselves.
+    assert "[1/2] Model" in out and "[6/6]" not in out
+    assert "[2/2] Evaluation on the 12 images of" in out
     assert "of 12 images correctly" in out
     assert "precision" in out and "recall" in out
     assert (report / "confusion_matrix.png").is_file()
@@ -315,7 +317,7 @@ def test_evaluate_streams_the_folder_and_decodes_only_the_grid(
         )
     assert status == 0
     out = capsys.readouterr().out
-    assert "[6/6] Evaluation on the 32 images of" in out
+    assert "[2/2] Evaluation on the 32 images of" in out
     assert "32 images x 8x8 pixels x 3 color channels, decoded batch by batch" in out
     assert "of 32 images correctly" in out
     assert json.loads((report / "metrics.json").read_text())["n_images"] == 32
@@ -401,6 +403,19 @@ def assert_one_line_error(status, capsys, match):
     assert err.startswith("sklearn-cnn: error: ") and err.count("\n") == 1, err
     assert match in err
     assert "Traceback" not in err
+
+
+def test_offline_weights_error_names_the_flag(tmp_path, capsys, torch_cache):
+    folder = write_folder(tmp_path / "data", n_per_class=6, size=8)
+    status = main(
+        ["train", str(folder), "--backbone", "resnet18", "--weights", "DEFAULT"]
+        + ["--image-size", "32", "--epochs", "1", "--test-size", "4"]
+        + ["--output", str(tmp_path / "model.safetensors"), "--report", ""]
+    )
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "drop --weights for random weights" in err, err
+    assert "weights=None" not in err
 
 
 def test_bad_input_through_the_real_entry_point(tmp_path):
@@ -724,3 +739,20 @@ def test_ctrl_c_ends_with_one_line_and_status_130(moment, not_reached, tmp_path)
     assert not_reached not in (tmp_path / "stdout").read_text()
     # Nothing half-written: no model, no temporary file beside it.
     assert not model.parent.exists() or list(model.parent.iterdir()) == []
+
+
+def test_train_help_shows_the_classifiers_defaults_and_examples(capsys):
+    from sklearn_cnn import CNNImageClassifier
+    from sklearn_cnn._cli.train import CLASSIFIER_DEFAULTS
+
+    defaults = CNNImageClassifier().get_params()
+    for parameter, shown in CLASSIFIER_DEFAULTS.items():
+        value = defaults[parameter]
+        expected = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        assert shown == expected, parameter
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "the classifier's" not in out
+    assert "(default: 16,32,64,128)" in out and "(default: 0.001)" in out
+    assert "examples:" in out and "--backbone resnet18 --weights DEFAULT" in out

@@ -21,8 +21,9 @@ class CommandInterrupted(BaseException):
     """
 
 
-def stage(number: int, title: str, *details: str) -> None:
-    print(f"[{number}/6] {title}")
+def stage(number: int, title: str, *details: str, total: int = 6) -> None:
+    """A numbered stage of a sub-command: ``[number/total] title``, then details."""
+    print(f"[{number}/{total}] {title}")
     for detail in details:
         print(f"      {detail}")
 

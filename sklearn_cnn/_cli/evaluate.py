@@ -56,6 +56,13 @@ def run(args, started: float) -> int:
             "the model's classes are numbers, but folder labels are folder names; "
             f"'{PROGRAM} evaluate' needs a model trained on named classes"
         )
+    stage(
+        1,
+        f"Model {args.model}",
+        f"{type(model).__name__} of {len(model.classes_)} classes "
+        f"({', '.join(map(str, model.classes_))})",
+        total=2,
+    )
     size, channels = input_size(model, args.image_size)
     files = reads_files(model)
     if files:
@@ -70,10 +77,11 @@ def run(args, started: float) -> int:
         size, channels, how = X.shape[1:3], X.shape[3], ""
     height, width = size
     stage(
-        6,
+        2,
         f"Evaluation on the {len(X)} images of {args.data_dir}",
         f"{len(X)} images x {height}x{width} pixels x {channels} color channels"
         f"{how}, {len(np.unique(y))} classes ({class_counts(y)})",
+        total=2,
     )
     metrics = evaluate(model, X, y, what="images")
     plotted = True

@@ -16,6 +16,7 @@ such value to the pipeline's ``set_params``: a new classifier flag is one
 from __future__ import annotations
 
 import argparse
+import textwrap
 import time
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "train",
         help="train a classifier and report on it",
-        description=(
+        description=textwrap.fill(
             "Train an image classifier in six stages: load the images, scale their "
             "pixels, hold out test images, set up random augmentation, train a "
             "convolutional network and evaluate it on the test images. Then trace "
@@ -48,8 +49,12 @@ def add_parser(commands) -> None:
             "memory trains too. Unlike CNNImageClassifier() with its defaults, "
             "the command augments the training images (flip and rotation; "
             "--augment none trains on them as they are), which changes the "
-            "scores: give the estimator augment=RandomAugment(...) to match."
+            "scores: give the estimator augment=RandomAugment(...) to match.",
+            width=79,
         ),
+        epilog=_EXAMPLES,
+        # The description is wrapped above; the examples keep their lines.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_data_options(parser)
     _add_augmentation_options(parser)
@@ -122,6 +127,27 @@ def _add_augmentation_options(parser) -> None:
 
 
 # Classifier flags of one value each: flag, parameter, parser, metavar, help.
+_EXAMPLES = """\
+examples:
+  sklearn-cnn train
+      the embedded cats and dogs, 64x64 pixels
+  sklearn-cnn train photos/ --image-size 128 --epochs 10
+      a folder with one sub-folder per class, read batch by batch
+  sklearn-cnn train photos/ --backbone resnet18 --weights DEFAULT --image-size 224
+      fine-tune a pretrained network (weights from the torch cache)
+  sklearn-cnn train --augment none --output model.safetensors --report ""
+      no augmentation, the model saved there, no report folder"""
+
+# The classifier's defaults, shown in --help without importing torch; a test
+# checks them against CNNImageClassifier().get_params().
+CLASSIFIER_DEFAULTS = {
+    "filters": "16,32,64,128",
+    "dense_units": "64",
+    "epochs": "5",
+    "batch_size": "16",
+    "lr": "0.001",
+}
+
 _TRAINING_FLAGS = (
     (
         "--filters",
@@ -181,7 +207,7 @@ def _add_classifier_options(parser) -> None:
             dest=f"{CLASSIFIER}__{parameter}",
             type=parse,
             metavar=metavar,
-            help=f"{text} (default: the classifier's)",
+            help=f"{text} (default: {CLASSIFIER_DEFAULTS[parameter]})",
         )
     group.add_argument(
         "--device",
@@ -494,7 +520,13 @@ def _training_stage(args, augmenter, X_train, y_train, *, files: bool):
         _describe_training(classifier),
     )
     start = time.perf_counter()
-    model.fit(X_train, y_train)
+    try:
+        model.fit(X_train, y_train)
+    except FileNotFoundError as error:
+        # The estimator's advice names its parameter; here the flag is the knob.
+        raise CommandError(
+            str(error).replace("pass weights=None", "drop --weights")
+        ) from None
     print(
         f"      trained {classifier.n_iter_} epochs on {classifier.device_} in "
         f"{time.perf_counter() - start:.1f} s"
