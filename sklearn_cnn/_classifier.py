@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.special import log_softmax, softmax
+from scipy.special import expit, log_expit, log_softmax, softmax
 from sklearn.base import ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import column_or_1d
 
 from ._estimator import CNNImageEstimator
-from ._net import Accuracy, ImageNeuralNet
+from ._net import Accuracy, ImageNeuralNet, LabelWeightedBCEWithLogitsLoss, SampleF1
 from .utils._sklearn_private import StrOptions, _fit_context
 
 
@@ -390,12 +391,37 @@ list of paths
 
     # -- the task: labels --------------------------------------------------------
     def _task_targets(self, y, *, classes, continuing, sample_weight) -> np.ndarray:
-        check_classification_targets(y)
-        y_encoded, classes_ = self._encode_labels(y, classes, continuing)
+        if np.ndim(y) == 2 and np.shape(y)[1] == 1:
+            # A column of labels is labels, as scikit-learn's classifiers
+            # read it (with a DataConversionWarning), not one-label indicators.
+            y = column_or_1d(y, warn=True)
+        multilabel = _is_multilabel(y)
+        if continuing and multilabel != getattr(self, "multilabel_", False):
+            fitted = "a multi-label indicator matrix" if self.multilabel_ else "labels"
+            raise ValueError(
+                f"This model was fitted on {fitted}; y must be of the same kind, "
+                f"but it has shape {np.shape(y)}."
+            )
+        if multilabel:
+            targets, classes_ = self._encode_indicator(y, classes, continuing)
+        else:
+            check_classification_targets(y)
+            targets, classes_ = self._encode_labels(y, classes, continuing)
         self.classes_ = classes_
-        return y_encoded
+        self.multilabel_ = multilabel
+        return targets
 
     def _task_criterion(self, training_set):
+        if self.multilabel_:
+            kwargs = {"n_labels": len(self.classes_)}
+            if self.class_weight is not None and training_set is not None:
+                # load_model: the saved loss state holds the real weights.
+                positive, negative = self._label_weights(
+                    training_set.targets, training_set.sample_weight
+                )
+                kwargs["positive_weight"] = torch.as_tensor(positive)
+                kwargs["negative_weight"] = torch.as_tensor(negative)
+            return LabelWeightedBCEWithLogitsLoss, kwargs
         kwargs = {}
         if self.class_weight is not None:
             if training_set is None:
@@ -418,13 +444,75 @@ list of paths
         return len(self.classes_)
 
     def _task_metric(self):
-        return Accuracy()
+        return SampleF1() if self.multilabel_ else Accuracy()
 
     def _task_metric_name(self) -> str:
-        return Accuracy.name
+        return SampleF1.name if getattr(self, "multilabel_", False) else Accuracy.name
 
     def _task_strata(self, targets):
-        return targets
+        # Multi-label images are split at random: a label set per image makes
+        # too many strata for a stratified split.
+        return None if self.multilabel_ else targets
+
+    def _output_activation(self) -> str:
+        """What turns the network's outputs into probabilities."""
+        return "sigmoid" if getattr(self, "multilabel_", False) else "softmax"
+
+    def _encode_indicator(self, y, classes, continuing):
+        """A 0/1 indicator matrix as float32 targets, and the label indices."""
+        indicator = np.asarray(y)
+        n_labels = indicator.shape[1]
+        if continuing:
+            classes_ = self.classes_
+        elif classes is not None:
+            classes_ = np.asarray(classes)
+            if classes_.shape != (n_labels,):
+                raise ValueError(
+                    f"y is a multi-label indicator matrix of {n_labels} labels, so "
+                    f"classes must be {n_labels} label indices "
+                    f"(np.arange({n_labels})); got classes of shape "
+                    f"{classes_.shape}."
+                )
+            classes_ = np.arange(n_labels)
+        else:
+            classes_ = np.arange(n_labels)
+        if n_labels != len(classes_):
+            raise ValueError(
+                f"y has {n_labels} labels per image, but this model was fitted on "
+                f"{len(classes_)}."
+            )
+        return indicator.astype(np.float32), classes_
+
+    def _label_weights(self, targets, sample_weight):
+        """Per-label weights of the positive and the negative images in the loss.
+
+        'balanced' weighs each label's positives and negatives so that both
+        count alike: ``n / (2 * n_positive)`` and ``n / (2 * n_negative)``, as
+        ``compute_class_weight('balanced')`` does for one binary label (sample
+        weights counted). A dict maps label indices to a weight of that label's
+        whole term.
+        """
+        n_labels = targets.shape[1]
+        if self.class_weight == "balanced":
+            weights = (
+                np.ones(len(targets)) if sample_weight is None else sample_weight
+            ).astype(np.float64)[:, None]
+            total = weights.sum()
+            positives = (weights * targets).sum(axis=0)
+            negatives = total - positives
+            with np.errstate(divide="ignore"):
+                positive = np.where(positives > 0, total / (2 * positives), 1.0)
+                negative = np.where(negatives > 0, total / (2 * negatives), 1.0)
+            return positive.astype(np.float32), negative.astype(np.float32)
+        weights = np.ones(n_labels, dtype=np.float32)
+        for label, weight in self.class_weight.items():
+            if not (isinstance(label, (int, np.integer)) and 0 <= label < n_labels):
+                raise ValueError(
+                    f"class_weight names the label {label!r}; with a multi-label "
+                    f"indicator y its keys are label indices 0 to {n_labels - 1}."
+                )
+            weights[label] = weight
+        return weights, weights.copy()
 
     def _encode_labels(self, y, classes, continuing):
         if continuing:
@@ -478,9 +566,13 @@ list of paths
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
-            Columns follow ``classes_``.
+            Columns follow ``classes_``. Multi-label: the probability of each
+            label, independently (rows need not sum to 1).
         """
-        return softmax(self._network_outputs(X).astype(np.float64), axis=1)
+        outputs = self._network_outputs(X).astype(np.float64)
+        if self.multilabel_:
+            return expit(outputs)
+        return softmax(outputs, axis=1)
 
     def predict_log_proba(self, X):
         """Logarithm of the class probabilities, computed from the logits.
@@ -498,7 +590,10 @@ list of paths
         log_proba : ndarray of shape (n_samples, n_classes)
             One column per class of ``classes_``, in that order.
         """
-        return log_softmax(self._network_outputs(X).astype(np.float64), axis=1)
+        outputs = self._network_outputs(X).astype(np.float64)
+        if self.multilabel_:
+            return log_expit(outputs)
+        return log_softmax(outputs, axis=1)
 
     def predict(self, X):
         """Predict the class label of each image.
@@ -510,16 +605,48 @@ list of paths
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,)
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
             Labels from ``classes_`` (the original labels, not indices).
+            Multi-label: the 0/1 indicator matrix, a label predicted where its
+            probability is above 0.5.
         """
         logits = self._network_outputs(X)
+        if self.multilabel_:
+            return (logits > 0).astype(np.int64)
         return self.classes_[np.argmax(logits, axis=1)]
 
     # -- tags ----------------------------------------------------------------------
     _required_fitted = ("classes_", "image_shape_", "history_")
 
+    def _load_saved_state(self, fitted: dict, device) -> None:
+        # Model files written before multi-label came hold single-label models.
+        fitted = {"multilabel_": False, **fitted}
+        super()._load_saved_state(fitted, device)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
+
+
+def _is_multilabel(y) -> bool:
+    """Whether ``y`` is a multi-label indicator matrix; refuses other 2-D labels."""
+    y_type = type_of_target(y, input_name="y")
+    # type_of_target calls any 2-D y of at most two integer values an
+    # indicator: ours holds 0s and 1s only.
+    if y_type == "multilabel-indicator" and np.isin(np.asarray(y), (0, 1)).all():
+        return True
+    if y_type in (
+        "multilabel-indicator",
+        "multiclass-multioutput",
+        "continuous-multioutput",
+    ):
+        shape = np.shape(y)
+        raise ValueError(
+            "CNNImageClassifier takes 1-D class labels, or a 2-D multi-label "
+            "indicator matrix of 0s and 1s, one column per label (as "
+            "sklearn.preprocessing.MultiLabelBinarizer makes); got y of shape "
+            f"{shape} whose values are not all 0 or 1. For numeric targets, use "
+            "CNNImageRegressor."
+        )
+    return False

@@ -3,8 +3,8 @@
 The graph holds everything ``predict_proba`` does after decoding: the Pipeline's
 deterministic image steps (scaling, standardization, resizing), the 0-255 to
 0-1 scaling of uint8 pixels, the backbone's input normalization (inside the
-network already) and the softmax. The class labels travel in the graph's
-metadata.
+network already) and the softmax (the sigmoid of a multi-label classifier).
+The class labels travel in the graph's metadata.
 
 The graph is written with PyTorch's TorchScript-based exporter
 (``torch.onnx.export(..., dynamo=False)``). The newer exporter, torch's
@@ -138,7 +138,7 @@ class _ExportedModel(nn.Module):
     """uint8 images in the given layout -> probabilities (or features)."""
 
     def __init__(
-        self, steps, network, *, scale_uint8, softmax, layout, image_shape, targets
+        self, steps, network, *, scale_uint8, activation, layout, image_shape, targets
     ):
         super().__init__()
         # A regressor's (mean, scale): its network learns standardized targets.
@@ -147,7 +147,7 @@ class _ExportedModel(nn.Module):
         self.steps = nn.Sequential(*steps)
         self.network = network
         self.scale_uint8 = scale_uint8
-        self.softmax = softmax
+        self.activation = activation
         self.layout = layout
 
     def forward(self, images):
@@ -166,7 +166,11 @@ class _ExportedModel(nn.Module):
         if self.targets is not None:
             mean, scale = self.targets
             return x * scale + mean
-        return torch.softmax(x, dim=1) if self.softmax else x
+        if self.activation == "softmax":
+            return torch.softmax(x, dim=1)
+        if self.activation == "sigmoid":
+            return torch.sigmoid(x)
+        return x
 
 
 def _unsupported(model, final) -> TypeError:
@@ -229,8 +233,9 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
     returns for them (``transform`` for a
     :class:`~sklearn_cnn.CNNFeatureExtractor`): the Pipeline's image steps,
     the scaling of uint8 pixels, the backbone's input normalization and the
-    softmax are all in the graph, so that a runtime such as onnxruntime needs
-    nothing but the file. The fitted model is not changed.
+    softmax (a multi-label classifier's sigmoid) are all in the graph, so
+    that a runtime such as onnxruntime needs nothing but the file. The fitted
+    model is not changed.
 
     The graph computes in float32. A model that predicts in bfloat16
     (``precision="auto"`` on hardware with native bfloat16) gives probabilities
@@ -274,7 +279,9 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
     (``"features"`` for an extractor; ``"predictions"`` for a
     :class:`~sklearn_cnn.CNNImageRegressor`, of shape ``(n, n_outputs)``, the
     targets on their own scale). Its metadata (``metadata_props``) holds
-    ``classes`` (the JSON list of ``classes_``), ``input_layout``,
+    ``classes`` (the JSON list of ``classes_``), ``multilabel`` (``"true"``
+    for a multi-label classifier, whose probabilities are one per label,
+    independent), ``input_layout``,
     ``image_shape`` (height, width, channels) and ``producer``.
 
     Examples
@@ -327,7 +334,7 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
         modules,
         _fitted.copy_of_network(final, device="cpu"),
         scale_uint8=_fitted.uses_uint8_scaling(model),
-        softmax=classifier,
+        activation=_fitted.output_activation(final),
         layout=layout,
         image_shape=image_shape,
         targets=_fitted.target_standardization(final),
@@ -377,6 +384,7 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
     }
     if classifier:
         metadata["classes"] = json.dumps(np.asarray(final.classes_).tolist())
+        metadata["multilabel"] = json.dumps(bool(getattr(final, "multilabel_", False)))
     onnx.helper.set_model_props(graph, metadata)
     from .utils._io import write_atomically
 

@@ -250,6 +250,99 @@ class R2(Callback):
         del self.sums_
 
 
+class SampleF1(Callback):
+    """Records train and validation sample-averaged F1 per epoch (multi-label).
+
+    The multi-label classifier's metric: each image's F1 between its predicted
+    labels (logit above 0, probability above 0.5) and its true labels, averaged
+    over the images (weighted by the sample weights when there are), as
+    ``f1_score(y, y_pred, average="samples", zero_division=1.0)`` computes it:
+    an image with no true and no predicted label is predicted perfectly, and
+    counts 1. Soft targets (mixed by
+    mixup or cutmix) count as labels from 0.5 up. The sums stay on the device
+    until the epoch ends: no sync per batch.
+    """
+
+    name = "f1_samples"
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.sums_ = {True: None, False: None}
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        _, targets = unpack_data(batch)
+        if targets is None or y_pred is None:
+            return
+        weights = None
+        if isinstance(targets, WeightedTarget):
+            targets, weights = targets
+        true = targets >= 0.5
+        predicted = y_pred.detach() > 0
+        both = (true & predicted).sum(dim=1)
+        either = true.sum(dim=1) + predicted.sum(dim=1)
+        scores = torch.where(either > 0, 2.0 * both / either.clamp_min(1), 1.0)
+        if weights is None:
+            weights = torch.ones_like(scores)
+        sums = torch.stack([(scores * weights).sum(), weights.sum()])
+        previous = self.sums_[training]
+        self.sums_[training] = sums if previous is None else previous + sums
+
+    def on_epoch_end(self, net, **kwargs):
+        for training, prefix in ((True, "train"), (False, "valid")):
+            sums = self.sums_[training]
+            if sums is None:
+                continue
+            total, weight = sums.double().cpu().tolist()
+            if weight > 0:
+                net.history.record(f"{prefix}_{self.name}", total / weight)
+        # Sums left on the device would go into the pickle as CUDA tensors,
+        # which a machine without CUDA cannot unpickle.
+        del self.sums_
+
+
+class LabelWeightedBCEWithLogitsLoss(torch.nn.Module):
+    """Binary cross-entropy per label, each label's positives and negatives weighted.
+
+    The multi-label classifier's loss: one sigmoid output per label. Returns the
+    ``(n_images, n_labels)`` losses (``reduction="none"`` only); the net
+    averages them per image, then weighs the images. ``positive_weight`` and
+    ``negative_weight`` (one per label) are buffers, so that a model file holds
+    the weights ``class_weight`` gave. Targets may be soft (probabilities).
+    """
+
+    def __init__(
+        self,
+        n_labels: int,
+        positive_weight=None,
+        negative_weight=None,
+        reduction: str = "none",
+    ):
+        super().__init__()
+        if reduction != "none":
+            raise ValueError(f"only reduction='none' is supported; got {reduction!r}.")
+        ones = torch.ones(n_labels)
+        self.register_buffer(
+            "positive_weight",
+            ones
+            if positive_weight is None
+            else torch.as_tensor(positive_weight, dtype=torch.float32),
+        )
+        self.register_buffer(
+            "negative_weight",
+            ones.clone()
+            if negative_weight is None
+            else torch.as_tensor(negative_weight, dtype=torch.float32),
+        )
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets.to(logits.dtype)
+        positive = torch.nn.functional.logsigmoid(logits)
+        negative = torch.nn.functional.logsigmoid(-logits)
+        return -(
+            self.positive_weight * targets * positive
+            + self.negative_weight * (1 - targets) * negative
+        )
+
+
 class _EpochTable(SortedColumnsHook, PrintLog):
     """skorch's epoch table: columns in reading order, colours on terminals only."""
 

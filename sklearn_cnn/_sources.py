@@ -767,8 +767,12 @@ def _validate_array(estimator, X, y, *, reset: bool, image_shape):
     )
     validate_y = not (isinstance(y, str) and y == "no_validation")
     if validate_y:
-        # 2-D y where the estimator says it learns several outputs (its tags).
-        multi_output = estimator.__sklearn_tags__().target_tags.multi_output
+        # 2-D y where the estimator says it learns several outputs or labels
+        # (its tags).
+        tags = estimator.__sklearn_tags__()
+        multi_output = tags.target_tags.multi_output or bool(
+            tags.classifier_tags and tags.classifier_tags.multi_label
+        )
         X, y = validate_data(
             estimator, X, y, reset=reset, multi_output=multi_output, **check_params
         )

@@ -53,6 +53,17 @@ def is_classifier_network(final) -> bool:
     return hasattr(final, "classes_") and getattr(final, "net_", None) is not None
 
 
+def output_activation(final) -> str | None:
+    """What turns the network's outputs into probabilities.
+
+    ``"softmax"`` for a classifier, ``"sigmoid"`` for a multi-label one, None
+    for a network whose outputs are used as they are (regressor, features).
+    """
+    if not is_classifier_network(final):
+        return None
+    return final._output_activation()
+
+
 def fitted_network(final) -> torch.nn.Module:
     """The shared fitted network itself: read it, never change it."""
     net = getattr(final, "net_", None)

@@ -27,6 +27,13 @@ def _classes(estimator) -> np.ndarray:
             f"a CNNImageClassifier or a Pipeline ending in one; got "
             f"{type(estimator).__name__}."
         )
+    if getattr(final, "multilabel_", False):
+        raise TypeError(
+            "Top losses and most_confused rank single-label predictions; this "
+            f"{type(final).__name__} is multi-label. For its mistakes per label, "
+            "use sklearn.metrics.multilabel_confusion_matrix(y, "
+            "estimator.predict(X))."
+        )
     return np.asarray(classes)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import softmax
+from scipy.special import expit, softmax
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
@@ -27,7 +27,8 @@ class LayerRow:
     ----------
     name : str
         The layer's qualified name in the network (``"features.0"``), or
-        ``"input"`` and ``"softmax"`` for the first and the last row.
+        ``"input"`` for the first row and ``"softmax"`` (``"sigmoid"`` for a
+        multi-label classifier) for the last; a regressor has no such row.
     type : str
         The layer's class name (``"Conv2d"``, ``"MaxPool2d"``, ``"Linear"``...).
     output_shape : tuple of int
@@ -44,34 +45,74 @@ class LayerRow:
 
 @dataclass(frozen=True, repr=False)
 class LayerTrace:
-    """The result of :func:`layer_trace`: layers, shapes and class probabilities.
+    """The result of :func:`layer_trace`: layers, shapes and the prediction.
 
     ``print(trace)`` shows a table like Keras's ``model.summary()``.
 
     Attributes
     ----------
     rows : tuple of LayerRow
-        The input, every layer in the order it ran, then the softmax.
-    classes : ndarray of shape (n_classes,)
-        The classifier's ``classes_``.
-    probabilities : ndarray of shape (n_classes,)
-        The softmax output for the traced image, as ``predict_proba`` gives it.
+        The input, every layer in the order it ran, then the softmax (the
+        sigmoid of a multi-label classifier; nothing more for a regressor).
+    classes : ndarray of shape (n_classes,) or None
+        The classifier's ``classes_``; None for a regressor.
+    probabilities : ndarray of shape (n_classes,) or None
+        The probabilities of the traced image, as ``predict_proba`` gives
+        them; None for a regressor.
     n_parameters : int
         Number of parameters of the whole network.
     n_trainable_parameters : int
         Number of those that training updates.
+    task : {"classification", "multi-label", "regression"}, default="classification"
+        What the traced model predicts.
+    predictions : ndarray of shape (n_outputs,) or None, default=None
+        A regressor's prediction for the traced image, as ``predict`` gives it;
+        None for a classifier.
     """
 
     rows: tuple[LayerRow, ...]
-    classes: np.ndarray
-    probabilities: np.ndarray
+    classes: np.ndarray | None
+    probabilities: np.ndarray | None
     n_parameters: int
     n_trainable_parameters: int
+    task: str = "classification"
+    predictions: np.ndarray | None = None
 
     @property
     def predicted_class(self):
-        """The class with the highest probability."""
+        """The class with the highest probability (classification)."""
+        if self.task != "classification":
+            read = "predicted_labels" if self.task == "multi-label" else "predictions"
+            raise AttributeError(
+                f"a {self.task} trace has no single predicted class; read {read}."
+            )
         return self.classes[int(np.argmax(self.probabilities))]
+
+    @property
+    def predicted_labels(self) -> list:
+        """The labels of probability above 0.5 (multi-label)."""
+        if self.task != "multi-label":
+            read = "predicted_class" if self.task == "classification" else "predictions"
+            raise AttributeError(f"a {self.task} trace has no label set; read {read}.")
+        return [_plain(c) for c, p in zip(self.classes, self.probabilities) if p > 0.5]
+
+    def _prediction_line(self) -> str:
+        if self.task == "regression":
+            values = ", ".join(f"{value:.4g}" for value in self.predictions)
+            return f"Predicted: {values}"
+        probabilities = ", ".join(
+            f"{label}: {probability:.3f}"
+            for label, probability in zip(self.classes, self.probabilities)
+        )
+        if self.task == "multi-label":
+            return (
+                f"Sigmoid output: {probabilities} -> predicted labels "
+                f"{self.predicted_labels}"
+            )
+        return (
+            f"Softmax output: {probabilities} -> predicted "
+            f"{_plain(self.predicted_class)!r}"
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -80,9 +121,15 @@ class LayerTrace:
         return iter(self.rows)
 
     def __repr__(self) -> str:
+        if self.task == "classification":
+            shown = f"predicted_class={self.predicted_class!r}"
+        elif self.task == "multi-label":
+            shown = f"predicted_labels={self.predicted_labels!r}"
+        else:
+            shown = f"predictions={self.predictions.tolist()!r}"
         return (
             f"LayerTrace({len(self.rows)} rows, {self.n_parameters:,} parameters, "
-            f"predicted_class={self.predicted_class!r})"
+            f"{shown})"
         )
 
     def __str__(self) -> str:
@@ -103,16 +150,11 @@ class LayerTrace:
             for name, shape, param in zip(names, shapes, params)
         ]
         n_frozen = self.n_parameters - self.n_trainable_parameters
-        probabilities = ", ".join(
-            f"{label}: {probability:.3f}"
-            for label, probability in zip(self.classes, self.probabilities)
-        )
         lines += [
             "=" * width,
             f"Total params: {self.n_parameters:,} (trainable: "
             f"{self.n_trainable_parameters:,}, non-trainable: {n_frozen:,})",
-            f"Softmax output: {probabilities} -> predicted "
-            f"{_plain(self.predicted_class)!r}",
+            self._prediction_line(),
         ]
         return "\n".join(lines)
 
@@ -134,8 +176,8 @@ def _split_estimator(estimator):
     if net is None or not hasattr(net, "module_"):
         check_is_fitted(classifier)
         raise TypeError(
-            "layer_trace needs a fitted CNNImageClassifier or a Pipeline ending in "
-            f"one; got {type(estimator).__name__} ending in "
+            "layer_trace needs a fitted CNNImageClassifier or CNNImageRegressor, "
+            f"or a Pipeline ending in one; got {type(estimator).__name__} ending in "
             f"{type(classifier).__name__}, which has no trained network (net_)."
         )
     return preprocessing, classifier
@@ -197,7 +239,9 @@ def layer_trace(estimator, X, *, index=0):
 
     Runs a real forward pass of one image and records, for every layer in the
     order it runs, its output shape and number of parameters, like Keras's
-    ``model.summary()``, together with the softmax probabilities of each class.
+    ``model.summary()``, together with the prediction: the softmax probability
+    of each class, the sigmoid probability of each label for a multi-label
+    classifier, the predicted values for a regressor.
     A pretrained ``backbone`` is summarized by block (``body.layer1``, with
     the parameters of all its layers), then its new ``head``.
     With a Pipeline, the image first goes through the steps before the
@@ -206,9 +250,10 @@ def layer_trace(estimator, X, *, index=0):
 
     Parameters
     ----------
-    estimator : CNNImageClassifier or Pipeline
-        A fitted :class:`~sklearn_cnn.CNNImageClassifier`, or a fitted Pipeline
-        whose last step is one.
+    estimator : CNNImageClassifier, CNNImageRegressor or Pipeline
+        A fitted :class:`~sklearn_cnn.CNNImageClassifier` or
+        :class:`~sklearn_cnn.CNNImageRegressor`, or a fitted Pipeline whose last
+        step is one.
     X : array-like
         One image, ``(height, width, channels)`` as given to ``fit`` one at a
         time, or a batch of images, in any layout ``fit`` accepts.
@@ -218,8 +263,9 @@ def layer_trace(estimator, X, *, index=0):
     Returns
     -------
     trace : LayerTrace
-        The rows (input, each layer, softmax), the class probabilities and the
-        parameter counts. ``print(trace)`` shows them as a table.
+        The rows (input, each layer, softmax or sigmoid), the probabilities
+        (or a regressor's predictions) and the parameter counts.
+        ``print(trace)`` shows them as a table.
 
     Raises
     ------
@@ -301,12 +347,32 @@ def layer_trace(estimator, X, *, index=0):
         device=torch.device(classifier.device_),
         batch_size=1,
     )
-    rows.append(LayerRow("softmax", "Softmax", tuple(logits.shape), 0))
-    probabilities = softmax(logits.astype(np.float64), axis=1)[0]
+    counts = {
+        "n_parameters": sum(p.numel() for p in parameters),
+        "n_trainable_parameters": sum(p.numel() for p in parameters if p.requires_grad),
+    }
+    outputs = logits.astype(np.float64)
+    if not hasattr(classifier, "classes_"):
+        # A regressor's network learns standardized targets: predict's values.
+        predictions = outputs * classifier.target_scale_ + classifier.target_mean_
+        return LayerTrace(
+            rows=tuple(rows),
+            classes=None,
+            probabilities=None,
+            task="regression",
+            predictions=predictions[0],
+            **counts,
+        )
+    if classifier._output_activation() == "sigmoid":
+        rows.append(LayerRow("sigmoid", "Sigmoid", tuple(logits.shape), 0))
+        task, probabilities = "multi-label", expit(outputs)[0]
+    else:
+        rows.append(LayerRow("softmax", "Softmax", tuple(logits.shape), 0))
+        task, probabilities = "classification", softmax(outputs, axis=1)[0]
     return LayerTrace(
         rows=tuple(rows),
         classes=classifier.classes_,
         probabilities=probabilities,
-        n_parameters=sum(p.numel() for p in parameters),
-        n_trainable_parameters=sum(p.numel() for p in parameters if p.requires_grad),
+        task=task,
+        **counts,
     )

@@ -121,20 +121,39 @@ def _displayable(X: np.ndarray, image_shape) -> np.ndarray:
     return X
 
 
+def _shown_values(values) -> str:
+    """A regressor's prediction (one value or several) as a title reads it."""
+    values = np.atleast_1d(np.asarray(values, dtype=float))
+    return ", ".join(f"{value:.3g}" for value in values)
+
+
+def _shown_labels(classifier):
+    """A multi-label indicator row as the labels it holds."""
+
+    def shown(row) -> str:
+        labels = np.asarray(classifier.classes_)[np.asarray(row).astype(bool)]
+        return ", ".join(map(str, labels.tolist())) or "none"
+
+    return shown
+
+
 def plot_predictions(estimator, X, y=None, n=16, *, n_cols=None):
     """Show images with their predicted (and true) labels, in a grid.
 
     Each image's title is the predicted label with its probability and, when
-    ``y`` is given, the true label; wrong predictions are titled in red.
+    ``y`` is given, the true label; wrong predictions are titled in red. A
+    multi-label classifier's titles list the labels predicted (those of
+    probability above 0.5), a regressor's the predicted values.
 
     Parameters
     ----------
-    estimator : fitted classifier or Pipeline
+    estimator : fitted classifier, regressor or Pipeline
         Anything with ``predict``; ``predict_proba`` adds the probabilities.
     X : array-like of images
         Images as given to the estimator (uint8 0-255 or floats).
-    y : array-like of shape (n_samples,), default=None
-        The true labels.
+    y : array-like of shape (n_samples,) or (n_samples, n_outputs), default=None
+        The true labels (a multi-label indicator matrix), or a regressor's true
+        targets.
     n : int, default=16
         How many images to show: the first ``n`` of ``X``.
     n_cols : int, default=None
@@ -171,11 +190,13 @@ def plot_predictions(estimator, X, y=None, n=16, *, n_cols=None):
             )
         y = y[:n]
     X = X[:n]
-    predicted = estimator.predict(X)
-    probabilities = None
-    if hasattr(estimator, "predict_proba"):
-        probabilities = np.max(estimator.predict_proba(X), axis=1)
+    predicted = np.asarray(estimator.predict(X))
     classifier = _final_classifier(estimator)
+    multilabel = bool(getattr(classifier, "multilabel_", False))
+    probabilities = None
+    if hasattr(estimator, "predict_proba") and not multilabel:
+        probabilities = np.max(estimator.predict_proba(X), axis=1)
+    regression = not hasattr(classifier, "classes_")
     first = estimator[0] if isinstance(estimator, Pipeline) else classifier
     image_shape = getattr(first, "image_shape_", None)
     images = _displayable(X, image_shape)
@@ -194,12 +215,17 @@ def plot_predictions(estimator, X, y=None, n=16, *, n_cols=None):
         if i >= n:
             continue
         axis.imshow(images[i], cmap="gray" if images[i].ndim == 2 else None)
-        title = f"pred: {predicted[i]}"
+        shown = _shown_labels(classifier) if multilabel else _shown_values
+        if not (multilabel or regression):
+            shown = str
+        title = f"pred: {shown(predicted[i])}"
         if probabilities is not None:
             title += f" ({probabilities[i]:.2f})"
         color = "black"
         if y is not None:
-            title += f"\ntrue: {y[i]}"
-            color = "tab:green" if predicted[i] == y[i] else "tab:red"
+            title += f"\ntrue: {shown(y[i])}"
+            if not regression:
+                right = np.array_equal(predicted[i], y[i])
+                color = "tab:green" if right else "tab:red"
         axis.set_title(title, fontsize=9, color=color)
     return figure
