@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from numbers import Real
+
 import numpy as np
 import torch
 from scipy.special import log_softmax, softmax
@@ -11,7 +13,8 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from ._estimator import CNNImageEstimator
 from ._net import Accuracy, ImageNeuralNet
-from .utils._sklearn_private import StrOptions, _fit_context
+from ._recipe import MixingSettings, label_smoothing_kwargs
+from .utils._sklearn_private import Interval, StrOptions, _fit_context
 
 
 class CNNImageClassifier(ClassifierMixin, CNNImageEstimator):
@@ -246,6 +249,9 @@ default='adam'
     _parameter_constraints: dict = {
         **CNNImageEstimator._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "mixup_alpha": [Interval(Real, 0, None, closed="left")],
+        "cutmix_alpha": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -266,7 +272,12 @@ default='adam'
         optimizer="adam",
         weight_decay=0.0,
         lr_schedule="cosine",
+        weight_averaging=None,
+        ema_decay=0.999,
         class_weight=None,
+        label_smoothing=0.0,
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=5,
@@ -300,7 +311,12 @@ default='adam'
         self.optimizer = optimizer
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
+        self.weight_averaging = weight_averaging
+        self.ema_decay = ema_decay
         self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
+        self.mixup_alpha = mixup_alpha
+        self.cutmix_alpha = cutmix_alpha
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -406,7 +422,11 @@ list of paths
                     self.classes_, training_set.targets, training_set.sample_weight
                 )
             kwargs["weight"] = torch.as_tensor(weights, dtype=torch.float32)
+        kwargs.update(label_smoothing_kwargs(self.label_smoothing))
         return torch.nn.CrossEntropyLoss, kwargs
+
+    def _task_batch_mixing(self):
+        return MixingSettings(self.mixup_alpha, self.cutmix_alpha)
 
     def _task_net_class(self):
         return ImageNeuralNet
