@@ -105,9 +105,59 @@ default='adam'
         at the end of short trainings: on the embedded cats and dogs it lifted
         5-epoch test accuracy from 0.845-0.92 to 0.955. 'constant' keeps
         ``lr``, for ``warm_start`` and ``partial_fit`` training that goes on.
+    weight_averaging : {'ema'} or None, default=None
+        'ema' keeps an exponential moving average of the weights during
+        training (timm's ``ModelEmaV3``): after every optimizer step each
+        weight's average becomes ``ema_decay * average + (1 - ema_decay) *
+        weight``, and batch-norm statistics are copied. The average, usually
+        smoother and a little more accurate than the last weights of a noisy
+        training, is what the validation split scores, what early stopping
+        keeps (the average of the best epoch) and what the fitted model
+        predicts with, saves and exports. It helps long trainings with high
+        learning rates or strong augmentation; over few optimizer steps the
+        average is still mostly the initial weights (a warning says so): lower
+        ``ema_decay`` then. With ``warm_start`` and ``partial_fit`` training
+        goes on from the averaged weights and the average restarts from them;
+        a ``checkpoint`` keeps the average and the weights training goes on
+        from, so a resumed fit averages as an uninterrupted one.
+    ema_decay : float, default=0.999
+        Decay of the moving average of ``weight_averaging='ema'``, in (0, 1):
+        the average spans about ``1 / (1 - ema_decay)`` optimizer steps (1000
+        for the default). Ignored without ``weight_averaging``.
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes in the loss, as in scikit-learn: 'balanced'
         weights are computed from the labels given to ``fit``.
+    label_smoothing : float, default=0.0
+        Share in [0, 1) of each training target spread evenly over all the
+        classes: the target of a cat becomes ``1 - label_smoothing +
+        label_smoothing / n_classes`` for 'cat' and ``label_smoothing /
+        n_classes`` for every other class (torch's ``CrossEntropyLoss``
+        ``label_smoothing``). It keeps the network from becoming
+        over-confident, which helps with noisy labels and gives better
+        calibrated probabilities; 0.1 is the usual value. It applies to mixed
+        targets too.
+    mixup_alpha : float, default=0.0
+        Mixup: each training batch is replaced by blends ``lam * x + (1 - lam)
+        * x[perm]`` of its images with the images of a random permutation of
+        the batch, and their targets by the same blend of the two one-hot
+        targets (class probabilities), with ``lam`` drawn per batch from
+        ``Beta(mixup_alpha, mixup_alpha)``. A strong regularizer for small
+        datasets and long trainings (0.2 to 0.4 are common values); 0 turns it
+        off. Only training batches are mixed, never the validation split nor
+        prediction. Sample weights are blended like the targets, and an
+        image's class weight is the blend of its two classes' weights. The
+        training accuracy of ``history_`` is measured against the unmixed
+        labels.
+    cutmix_alpha : float, default=0.0
+        CutMix: in each training batch a random box of each image is replaced
+        by the same box of another image of the batch, and the targets are
+        blended by the area shares (``lam``, drawn from ``Beta(cutmix_alpha,
+        cutmix_alpha)``, then corrected to the box's real area once clipped at
+        the borders). 1.0 is the usual value; 0 turns it off. With both
+        ``mixup_alpha`` and ``cutmix_alpha`` above 0 each batch gets one of
+        the two, with probability 0.5 each, as timm's ``Mixup``. The draws
+        come from the fit's random stream: an int ``random_state`` mixes alike
+        every time.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified) and
         stop when the validation loss has not improved for ``n_iter_no_change``
