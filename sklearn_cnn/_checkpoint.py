@@ -105,7 +105,9 @@ def _qualified_name(value) -> str:
 class TrainingCheckpoint(Callback):
     """Saves the training state after every epoch, atomically, to one file.
 
-    The file holds the network's and the optimizer's state and the history, as
+    The file holds the network's and the optimizer's state and the history
+    (and, with ``weight_averaging``, the weights' average beside the weights
+    training goes on from), as
     tensors and plain containers: it loads with ``torch.load(weights_only=True)``,
     which runs no code from the file.
 
@@ -131,6 +133,10 @@ class TrainingCheckpoint(Callback):
             "optimizer": net.optimizer_.state_dict(),
             "history": _plain_history(net.history),
         }
+        averaging = dict(net.callbacks_).get("weight_averaging")
+        if averaging is not None:
+            # The weights training goes on from, and their average apart.
+            state.update(averaging.checkpoint_state(net))
         write_atomically(self.path, lambda stream: torch.save(state, stream))
 
     @staticmethod
@@ -138,11 +144,18 @@ class TrainingCheckpoint(Callback):
         return torch.load(path, map_location="cpu", weights_only=True)
 
     @staticmethod
-    def restore(net, state: dict) -> None:
-        """Put a loaded training state back into an initialized net."""
+    def restore(net, state: dict, averaging=None) -> None:
+        """Put a loaded training state back into an initialized net.
+
+        ``averaging``, the net's weight-averaging callback, gets the average
+        back; a checkpoint written without averaging starts it from the
+        checkpoint's weights.
+        """
         net.module_.load_state_dict(state["module"])
         net.optimizer_.load_state_dict(state["optimizer"])
         net.history = History(state["history"])
+        if averaging is not None and "average" in state:
+            averaging.restore(net, state)
 
 
 def _plain_history(history) -> list[dict]:

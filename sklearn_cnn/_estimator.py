@@ -67,6 +67,8 @@ class CNNImageEstimator(BaseEstimator):
         "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "lr_schedule": [StrOptions({"constant", "cosine"})],
+        "weight_averaging": [StrOptions({"ema"}), None],
+        "ema_decay": [Interval(Real, 0, 1, closed="neither")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -113,6 +115,10 @@ class CNNImageEstimator(BaseEstimator):
 
     def _task_metric_name(self) -> str:
         raise NotImplementedError
+
+    def _task_batch_mixing(self):
+        """How training batches are mixed: a ``MixingSettings`` (None: never)."""
+        return None
 
     def _task_strata(self, targets) -> np.ndarray | None:
         """What the validation split is stratified on (None: not stratified)."""

@@ -32,6 +32,7 @@ from ._net import (
     cosine_schedule,
 )
 from ._network import ConvNet
+from ._recipe import BatchMixer, WeightAveraging
 from ._sources import ImageSource, LabelledImages
 from .utils._runtime import (
     TrainingRandomness,
@@ -98,9 +99,9 @@ def fit_network(
     elif resumed is not None:
         seed += len(resumed["history"])
         epochs = max(estimator.epochs - len(resumed["history"]), 0)
-    init_seed, shuffle_seed, augment_seed, split_seed, dropout_seed = derive_seeds(
-        seed, 5
-    )
+    # A sixth stream, for mixing, leaves the first five as they were.
+    seeds = derive_seeds(seed, 6)
+    init_seed, shuffle_seed, augment_seed, split_seed, dropout_seed, mix_seed = seeds
     autocast_dtype = None if float32 else resolve_precision(estimator.precision, device)
     # Channels-last batches run the convolutions faster on CPUs (measured in
     # benchmarks/) and are what bf16 kernels want on GPUs.
@@ -126,7 +127,7 @@ def fit_network(
             net = build_net(estimator, training_set, device)
             net.initialize()
             if resumed is not None:
-                TrainingCheckpoint.restore(net, resumed)
+                TrainingCheckpoint.restore(net, resumed, weight_averaging(net))
     if settings.channels_last:
         net.module_.to(memory_format=torch.channels_last)
     if path is not None:
@@ -145,6 +146,9 @@ def fit_network(
     net.autocast_dtype = autocast_dtype
     net.shuffle_generator = torch.Generator().manual_seed(shuffle_seed)
     net.randomness = TrainingRandomness(dropout_seed)
+    mixing = estimator._task_batch_mixing()
+    if mixing is not None and mixing.active:
+        net.batch_mixer = BatchMixer(mixing, mix_seed, device)
     if valid_data is not None:
         net.train_split = predefined_split(valid_data)
     estimator.net_ = net
@@ -164,6 +168,11 @@ def fit_network(
         net.shuffle_generator = None
         net.batch_preparer = None
         net.randomness = None
+        net.batch_mixer = None
+        averaging = weight_averaging(net)
+        if averaging is not None:
+            # Also when no epoch ran (a finished checkpoint) or one failed.
+            averaging.finish(net)
         if net.device is None:
             # Placed by an accelerator: say where, for prediction and pickles.
             net.device = str(device)
@@ -172,6 +181,12 @@ def fit_network(
         estimator.device_ = str(device)
         record_history(estimator)
     return estimator
+
+
+def weight_averaging(net) -> WeightAveraging | None:
+    """The net's weight-averaging callback, if ``weight_averaging`` asked for one."""
+    callback = dict(net.callbacks_).get("weight_averaging")
+    return callback if isinstance(callback, WeightAveraging) else None
 
 
 def training_device(estimator) -> torch.device:
@@ -295,6 +310,10 @@ def callbacks(estimator) -> list:
     """The user's callbacks plus those the estimator's parameters ask for."""
     result = list(estimator.callbacks or [])
     verbose = resolve_verbose(estimator.verbose)
+    if estimator.weight_averaging == "ema":
+        # Before early stopping, whose best weights must be the average's and
+        # which loads them at the end of training (see WeightAveraging).
+        result.insert(0, ("weight_averaging", WeightAveraging(estimator.ema_decay)))
     if estimator.lr_schedule == "cosine":
         result.append(("lr_schedule", cosine_schedule(estimator.epochs)))
     if _fine_tuning(estimator) and estimator.freeze_epochs:

@@ -34,6 +34,7 @@ from skorch.callbacks import (
 from skorch.dataset import unpack_data
 from torch.nn.parameter import is_lazy
 
+from ._recipe import Mix
 from ._sources import LabelledImages, batch_loader
 from .utils._runtime import autocast, in_worker
 from .utils._skorch_private import DefaultCallbacksHook, SortedColumnsHook
@@ -306,7 +307,9 @@ class LabelWeightedBCEWithLogitsLoss(torch.nn.Module):
     ``(n_images, n_labels)`` losses (``reduction="none"`` only); the net
     averages them per image, then weighs the images. ``positive_weight`` and
     ``negative_weight`` (one per label) are buffers, so that a model file holds
-    the weights ``class_weight`` gave. Targets may be soft (probabilities).
+    the weights ``class_weight`` gave. Targets may be soft (probabilities);
+    ``label_smoothing`` moves each 0/1 target towards 1/2, to
+    ``target * (1 - label_smoothing) + label_smoothing / 2``.
     """
 
     def __init__(
@@ -315,8 +318,10 @@ class LabelWeightedBCEWithLogitsLoss(torch.nn.Module):
         positive_weight=None,
         negative_weight=None,
         reduction: str = "none",
+        label_smoothing: float = 0.0,
     ):
         super().__init__()
+        self.label_smoothing = float(label_smoothing)
         if reduction != "none":
             raise ValueError(f"only reduction='none' is supported; got {reduction!r}.")
         ones = torch.ones(n_labels)
@@ -335,6 +340,8 @@ class LabelWeightedBCEWithLogitsLoss(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         targets = targets.to(logits.dtype)
+        if self.label_smoothing:
+            targets = targets * (1 - self.label_smoothing) + self.label_smoothing / 2
         positive = torch.nn.functional.logsigmoid(logits)
         negative = torch.nn.functional.logsigmoid(-logits)
         return -(
@@ -450,6 +457,9 @@ class ImageNetMixin(DefaultCallbacksHook):
     * the loss is the weighted mean of the images' losses (sample and class
       weights), checked before it is used: a NaN or infinite loss raises
       :class:`TrainingDivergedError` naming the epoch and batch;
+    * training batches are mixed (mixup, cutmix) when a ``batch_mixer`` is
+      set: the mixing is drawn per batch in ``train_step``, applied to the
+      prepared images in ``infer`` and to the targets in ``get_loss``;
     * lazy layers are given their shapes by one forward pass at initialization;
     * ``KeyboardInterrupt`` propagates after the callbacks' end-of-training hooks.
     """
@@ -463,6 +473,7 @@ class ImageNetMixin(DefaultCallbacksHook):
         autocast_dtype=None,
         shuffle_generator=None,
         randomness=None,
+        batch_mixer=None,
         metric=None,
         **kwargs,
     ):
@@ -472,6 +483,7 @@ class ImageNetMixin(DefaultCallbacksHook):
         self.autocast_dtype = autocast_dtype
         self.shuffle_generator = shuffle_generator
         self.randomness = randomness
+        self.batch_mixer = batch_mixer
         self.metric = metric
 
     def initialize_module(self):
@@ -527,9 +539,17 @@ class ImageNetMixin(DefaultCallbacksHook):
         )
 
     # -- steps -----------------------------------------------------------------
+    # Whether the step under way mixes its batch, and the mixing drawn for it.
+    _mixing_step: bool = False
+    _batch_mix: Mix | None = None
+
     def infer(self, x, **fit_params):
         if self.batch_preparer is not None and isinstance(x, torch.Tensor):
             x = self.batch_preparer(x, training=self.module_.training)
+        if self._mixing_step:
+            # Drawn for the prepared batch (its final size), then applied.
+            self._batch_mix = self.batch_mixer.draw(x)
+            x = self._batch_mix.images(x)
         with autocast(x.device, self.autocast_dtype):
             return self.module_(x, **fit_params)
 
@@ -538,7 +558,9 @@ class ImageNetMixin(DefaultCallbacksHook):
 
         The criterion returns one loss per image (class weights applied); each
         is weighted by its image's sample weight, and the sum is divided by the
-        sum of the weights, as scikit-learn weighs samples. A batch whose
+        sum of the weights, as scikit-learn weighs samples. In a mixed training
+        batch the targets are class probabilities, and an image's sample weight
+        and class weight are the mixes of its two images' weights. A batch whose
         weights are all zero has loss 0 and changes nothing. Losses of several
         outputs per image (multi-label, several regression targets) are
         averaged per image first.
@@ -546,6 +568,15 @@ class ImageNetMixin(DefaultCallbacksHook):
         weights = None
         if isinstance(y_true, WeightedTarget):
             y_true, weights = y_true
+        mix = self._batch_mix if training else None
+        if mix is not None:
+            if y_true.dim() == 1:
+                # Class indices become the class probabilities they stand for;
+                # multi-label indicator rows are mixed as they are.
+                y_true = torch.nn.functional.one_hot(y_true, y_pred.shape[1])
+            y_true = mix.targets(y_true.float())
+            if weights is not None:
+                weights = mix.targets(weights)
         # Under autocast the outputs may be bf16: compute the loss in float32.
         losses = self.criterion_(y_pred.float(), y_true)
         if losses.dim() > 1:
@@ -558,7 +589,10 @@ class ImageNetMixin(DefaultCallbacksHook):
             if weights is not None:
                 losses = losses * weights
             if class_weight is not None:
-                norm = norm * class_weight[y_true]
+                # Class probabilities (mixed targets): their mix of class weights.
+                norm = norm * (
+                    class_weight[y_true] if y_true.dim() == 1 else y_true @ class_weight
+                )
             loss = losses.sum() / norm.sum().clamp_min(torch.finfo(norm.dtype).tiny)
         if training and not torch.isfinite(loss):
             epoch = len(self.history)
@@ -572,12 +606,18 @@ class ImageNetMixin(DefaultCallbacksHook):
         return loss
 
     def train_step(self, batch, **fit_params):
-        # Random operations of the forward pass (dropout...) draw from this
-        # fit's generators (utils/_runtime.TrainingRandomness).
-        if self.randomness is None:
-            return super().train_step(batch, **fit_params)
-        with self.randomness.step():
-            return super().train_step(batch, **fit_params)
+        # Only training batches come here: validation's are never mixed.
+        self._mixing_step = self.batch_mixer is not None
+        try:
+            # Random operations of the forward pass (dropout...) draw from this
+            # fit's generators (utils/_runtime.TrainingRandomness).
+            if self.randomness is None:
+                return super().train_step(batch, **fit_params)
+            with self.randomness.step():
+                return super().train_step(batch, **fit_params)
+        finally:
+            self._mixing_step = False
+            self._batch_mix = None
 
     def evaluation_step(self, batch, training=False):
         self.check_is_fitted()
