@@ -498,12 +498,27 @@ def test_train_help_says_the_command_augments_unlike_the_estimator(capsys):
     )
 
 
+def test_train_validation_share_draws_the_validation_curves(tmp_path, capsys):
+    report = tmp_path / "report"
+    args = ["train", *TINY, "--epochs", "2", "--validation", "0.25"]
+    assert (
+        main([*args, "--output", str(tmp_path / "m.pkl"), "--report", str(report)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "25% of the training images held out to validate every epoch" in out
+    assert "valid_loss" in out
+    history = json.loads((report / "metrics.json").read_text())["history"]
+    assert len(history) == 2 and all("valid_loss" in row for row in history)
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
         (["train", "--epochs", "0"], "expected a positive integer"),
         (["train", "--image-size", "big"], "expected a positive size"),
         (["train", "--test-size", "1.5"], "expected a share between 0 and 1"),
+        (["train", "--validation", "1"], "expected a share between 0 and 1"),
+        (["train", "--validation", "20"], "expected a share between 0 and 1"),
         (["train", "--augment", "zoom"], "unknown augmentation 'zoom'"),
         (["train", "--filters", "a,b"], "expected filters per block"),
         (["predict", "model.pkl"], "the following arguments are required"),

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import ConfusionMatrixDisplay
 from sklearn.pipeline import Pipeline
 
-from sklearn_cnn import CNNImageClassifier
+from sklearn_cnn import CNNImageClassifier, CNNImageRegressor
 from sklearn_cnn.augmentation import RandomAugment
 from sklearn_cnn.inspection import (
     LayerTrace,
@@ -186,6 +186,20 @@ def test_plot_history_with_validation_on_given_axes(data):
     np.testing.assert_allclose(axes[0].lines[1].get_ydata(), valid_loss)
     with pytest.raises(ValueError, match="ax must hold two Axes"):
         plot_history(pipe, ax=axes[0])
+
+
+def test_plot_history_of_a_regressor_draws_r2_beside_the_validation_loss(data):
+    X, _ = data
+    target = X.reshape(len(X), -1).mean(axis=1) / 255.0
+    reg = CNNImageRegressor(
+        **{**FAST, "early_stopping": True, "validation_fraction": 0.25}
+    ).fit(X, target)
+    loss_ax, score_ax = plot_history(reg)
+    assert score_ax.get_ylabel() == "R²" and score_ax.get_title() == "R² per epoch"
+    assert [line.get_label() for line in loss_ax.lines] == ["training", "validation"]
+    np.testing.assert_allclose(
+        score_ax.lines[1].get_ydata(), [row["valid_r2"] for row in reg.history_]
+    )
 
 
 def test_plot_predictions_titles_images_with_labels(classifier, data):

@@ -59,6 +59,16 @@ def share_or_count(text: str) -> float | int:
     )
 
 
+def share(text: str) -> float:
+    """A share of the data strictly between 0 and 1, such as 0.2."""
+    value = _number(text, float, 0, 1, "a share between 0 and 1, such as 0.2")
+    if value in (0, 1):
+        raise argparse.ArgumentTypeError(
+            f"expected a share between 0 and 1, such as 0.2, got {text!r}"
+        )
+    return value
+
+
 def _number(text: str, convert, low, high, expected: str):
     """``convert(text)`` if it lies in ``[low, high]``; else a usage error."""
     try:

@@ -100,6 +100,17 @@ def _add_data_options(parser) -> None:
         "(default: 0.2)",
     )
     group.add_argument(
+        "--validation",
+        type=parsing.share,
+        default=None,
+        metavar="SHARE",
+        help="hold out this share (0.1) of the training images and score every "
+        "epoch on them: the epoch table and the training curves then show the "
+        "validation loss beside the training loss, so overfitting shows; the "
+        "weights of the epoch with the lowest validation loss are kept "
+        "(default: none held out)",
+    )
+    group.add_argument(
         "--seed",
         type=parsing.seed,
         default=0,
@@ -133,6 +144,8 @@ examples:
       the embedded cats and dogs, 64x64 pixels
   sklearn-cnn train photos/ --image-size 128 --epochs 10
       a folder with one sub-folder per class, read batch by batch
+  sklearn-cnn train --epochs 20 --validation 0.1
+      a tenth of the training images scores every epoch: overfitting shows
   sklearn-cnn train photos/ --backbone resnet18 --weights DEFAULT --image-size 224
       fine-tune a pretrained network (weights from the torch cache)
   sklearn-cnn train --augment none --output model.safetensors --report ""
@@ -513,6 +526,14 @@ def _training_stage(args, augmenter, X_train, y_train, *, files: bool):
         steps.append((CLASSIFIER, classifier))
     model = Pipeline(steps)
     model.set_params(**_classifier_parameters(args))
+    if args.validation is not None:
+        # The estimator holds images out only to stop early; a patience of every
+        # epoch never stops, so the split only adds the validation columns.
+        classifier.set_params(
+            early_stopping=True,
+            validation_fraction=args.validation,
+            n_iter_no_change=classifier.epochs,
+        )
     stage(
         5,
         "Training",
@@ -558,9 +579,15 @@ def _describe_training(classifier) -> str:
     frozen = ""
     if getattr(classifier, "weights", None) is not None and classifier.freeze_epochs:
         frozen = f", backbone frozen for the first {classifier.freeze_epochs} epoch(s)"
+    held_out = ""
+    if classifier.early_stopping:
+        held_out = (
+            f", {classifier.validation_fraction:.0%} of the training images held "
+            "out to validate every epoch"
+        )
     return (
         f"{classifier.epochs} epochs, batch size {classifier.batch_size}, learning "
-        f"rate {classifier.lr:g}{decay}{frozen}, device {classifier.device}"
+        f"rate {classifier.lr:g}{decay}{frozen}{held_out}, device {classifier.device}"
     )
 
 

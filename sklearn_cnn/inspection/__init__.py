@@ -2,7 +2,7 @@
 
 - :func:`layer_trace` runs one image through the network and reports every
   layer's output shape and parameter count, and the softmax probabilities.
-- :func:`plot_history` draws the loss and accuracy per epoch.
+- :func:`plot_history` draws the loss and the score per epoch, training and validation.
 - :func:`plot_predictions` shows images with their predicted and true labels.
 - :func:`class_activation_map` and :func:`plot_class_activation_maps` show
   where in each image the network found its class (Grad-CAM and variants).

@@ -21,30 +21,49 @@ def _pyplot(function_name: str):
     return plt
 
 
-def _final_classifier(estimator):
+def _final_estimator(estimator):
     return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
-def plot_history(estimator, ax=None):
-    """Plot the loss and the accuracy per epoch of a fitted classifier.
+# How the score of a task is named on its Axes; any other name is shown as is.
+_SCORE_LABELS = {"accuracy": "accuracy", "r2": "R²"}
 
-    Draws the training curves from ``history_``: the training loss and accuracy,
-    and the validation loss and accuracy when training held out a validation
-    split (``early_stopping=True``).
+
+def _history_score(history: list[dict]) -> str:
+    """The score that training recorded beside the loss: ``train_<name>``."""
+    names = [
+        key.removeprefix("train_")
+        for key in history[0]
+        if key.startswith("train_") and key != "train_loss"
+    ]
+    return names[0] if names else "accuracy"
+
+
+def plot_history(estimator, ax=None):
+    """Plot the loss and the score per epoch of a fitted classifier or regressor.
+
+    Draws the training curves from ``history_``: the training loss and score,
+    and beside them the validation loss and score whenever training held out a
+    validation split (``early_stopping=True``), so that a model which learns
+    its training images by heart shows it. The score is the one the estimator
+    records: the accuracy of a classifier, the R² of a regressor.
 
     Parameters
     ----------
-    estimator : CNNImageClassifier or Pipeline
-        A fitted :class:`~sklearn_cnn.CNNImageClassifier`, or a fitted Pipeline
-        whose last step is one.
+    estimator : CNNImageClassifier, CNNImageRegressor or Pipeline
+        A fitted :class:`~sklearn_cnn.CNNImageClassifier` or
+        :class:`~sklearn_cnn.CNNImageRegressor`, or a fitted Pipeline whose last
+        step is one.
     ax : sequence of two matplotlib Axes, default=None
-        Where to draw the loss and the accuracy. None creates a new figure with
+        Where to draw the loss and the score. None creates a new figure with
         two side-by-side Axes.
 
     Returns
     -------
     axes : ndarray of shape (2,) of matplotlib Axes
-        The loss Axes and the accuracy Axes.
+        The loss Axes and the score Axes. Each has a line labelled
+        ``"training"`` and, with a validation split, one labelled
+        ``"validation"``.
 
     Examples
     --------
@@ -54,19 +73,22 @@ def plot_history(estimator, ax=None):
     >>> rng = np.random.RandomState(0)
     >>> X = rng.randint(0, 256, size=(20, 8, 8, 3), dtype=np.uint8)
     >>> y = np.array(["cat", "dog"] * 10)
-    >>> clf = CNNImageClassifier(filters=(4,), epochs=3, random_state=0).fit(X, y)
+    >>> clf = CNNImageClassifier(
+    ...     filters=(4,), epochs=3, early_stopping=True, validation_fraction=0.2,
+    ...     n_iter_no_change=3, random_state=0,
+    ... ).fit(X, y)
     >>> loss_ax, accuracy_ax = plot_history(clf)
-    >>> loss_ax.get_ylabel(), len(loss_ax.lines[0].get_xdata())
-    ('loss', 3)
+    >>> loss_ax.get_ylabel(), [line.get_label() for line in loss_ax.lines]
+    ('loss', ['training', 'validation'])
     """
     plt = _pyplot("plot_history")
-    classifier = _final_classifier(estimator)
-    check_is_fitted(classifier)
-    history = getattr(classifier, "history_", None)
+    fitted = _final_estimator(estimator)
+    check_is_fitted(fitted)
+    history = getattr(fitted, "history_", None)
     if not history:
         raise ValueError(
-            f"{type(classifier).__name__} has no training history (history_) to "
-            "plot; expected a fitted CNNImageClassifier."
+            f"{type(fitted).__name__} has no training history (history_) to "
+            "plot; expected a fitted CNNImageClassifier or CNNImageRegressor."
         )
     if ax is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
@@ -74,11 +96,12 @@ def plot_history(estimator, ax=None):
         axes = np.asarray(ax, dtype=object).ravel()
         if axes.size != 2:
             raise ValueError(
-                "ax must hold two Axes, one for the loss and one for the accuracy; "
+                "ax must hold two Axes, one for the loss and one for the score; "
                 f"got {axes.size}."
             )
     epochs = [row["epoch"] for row in history]
-    for axis, metric in zip(axes, ("loss", "accuracy")):
+    score = _history_score(history)
+    for axis, metric in zip(axes, ("loss", score)):
         for split, style in (("train", "o-"), ("valid", "s--")):
             key = f"{split}_{metric}"
             if any(key in row for row in history):
@@ -86,9 +109,10 @@ def plot_history(estimator, ax=None):
                 xs, ys = zip(*points)
                 label = "training" if split == "train" else "validation"
                 axis.plot(xs, ys, style, label=label)
+        name = _SCORE_LABELS.get(metric, metric)
         axis.set_xlabel("epoch")
-        axis.set_ylabel(metric)
-        axis.set_title(f"{metric.capitalize()} per epoch")
+        axis.set_ylabel(name)
+        axis.set_title(f"{name[0].upper()}{name[1:]} per epoch")
         axis.set_xticks(epochs if len(epochs) <= 20 else axis.get_xticks())
         axis.grid(True, alpha=0.3)
         axis.legend()
@@ -191,7 +215,7 @@ def plot_predictions(estimator, X, y=None, n=16, *, n_cols=None):
         y = y[:n]
     X = X[:n]
     predicted = np.asarray(estimator.predict(X))
-    classifier = _final_classifier(estimator)
+    classifier = _final_estimator(estimator)
     multilabel = bool(getattr(classifier, "multilabel_", False))
     probabilities = None
     if hasattr(estimator, "predict_proba") and not multilabel:
