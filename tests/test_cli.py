@@ -388,7 +388,7 @@ def test_train_fine_tunes_a_backbone_from_a_state_dict_file(
     )
     out = capsys.readouterr().out
     assert status == 0
-    assert f"resnet18 (weights {weights}) -> linear head over 2 classes" in out
+    assert f"resnet18 (weights {weights}) -> linear head, softmax over 2 classes" in out
     assert "backbone frozen for the first 1 epoch(s)" in out
     assert "on images decoded to 32x32 pixels x 3 color channels" in out
     assert "of 4 test images correctly" in out

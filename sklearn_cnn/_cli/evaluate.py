@@ -47,10 +47,18 @@ def run(args, started: float) -> int:
     from sklearn_cnn.datasets import load_image_folder
 
     from .images import decode_at_fitted_size, readable, reads_files, shown_images
+    from .tasks import task_of
 
     if args.report:
         check_report_folder(args.report)
     model = load_model(args.model)
+    task = task_of(model)
+    if task.name != "classification":
+        raise CommandError(
+            f"model {args.model!r} is a {task.name} model, and 'evaluate' reads "
+            "classes from the sub-folder names of DATA_DIR; its evaluation on the "
+            f"held-out images is in the report of '{PROGRAM} train --targets'"
+        )
     if np.issubdtype(np.asarray(model.classes_).dtype, np.number):
         raise CommandError(
             "the model's classes are numbers, but folder labels are folder names; "

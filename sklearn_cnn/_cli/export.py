@@ -60,10 +60,20 @@ def run(args, started: float) -> int:
         if args.layout == "nhwc"
         else f"(batch, {channels}, {height}, {width})"
     )
-    classes = ", ".join(map(str, model.classes_))
     print(f"Exported {args.model} to {output}")
     print(f"      input 'images': uint8 {shape}")
-    print(f"      output 'probabilities': one column per class ({classes})")
+    if hasattr(model, "predict_proba"):
+        classes = ", ".join(map(str, model.classes_))
+        what = (
+            "label"
+            if getattr(
+                model[-1] if hasattr(model, "steps") else model, "multilabel_", False
+            )
+            else "class"
+        )
+        print(f"      output 'probabilities': one column per {what} ({classes})")
+    else:
+        print("      output 'predictions': the regressor's values, on their own scale")
     _check(model, output, args.layout, (height, width, channels))
     return 0
 
@@ -82,9 +92,11 @@ def _check(model, path: Path, layout: str, image_shape) -> None:
     )
     graph_input = images if layout == "nhwc" else images.transpose(0, 3, 1, 2)
     session = onnxruntime.InferenceSession(str(path))
-    (probabilities,) = session.run(None, {"images": np.ascontiguousarray(graph_input)})
-    difference = float(np.abs(probabilities - model.predict_proba(images)).max())
+    (outputs,) = session.run(None, {"images": np.ascontiguousarray(graph_input)})
+    method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
+    expected = np.asarray(getattr(model, method)(images), dtype=np.float64)
+    difference = float(np.abs(outputs.reshape(expected.shape) - expected).max())
     print(
         f"      checked with onnxruntime on {_N_CHECKED} random images: largest "
-        f"difference from predict_proba {difference:.1e}"
+        f"difference from {method} {difference:.1e}"
     )

@@ -14,15 +14,16 @@ def _final_classifier(model):
 
 
 def reads_files(model) -> bool:
-    """True when ``model`` takes image files: a CNNImageClassifier, bare or after
+    """True when ``model`` takes image files: a CNNImageClassifier or
+    CNNImageRegressor, bare or after
     augmenters only (which pass files on). A step that needs pixels, such as the
     ImageScaler of a model trained on the embedded data, makes it False.
     """
-    from sklearn_cnn import CNNImageClassifier
+    from sklearn_cnn._estimator import CNNImageEstimator
     from sklearn_cnn.augmentation import BaseAugmenter
 
     steps = [step for _, step in model.steps[:-1]] if hasattr(model, "steps") else []
-    return isinstance(_final_classifier(model), CNNImageClassifier) and all(
+    return isinstance(_final_classifier(model), CNNImageEstimator) and all(
         isinstance(step, BaseAugmenter) for step in steps
     )
 

@@ -84,10 +84,12 @@ def load_model(path: str):
         raise CommandError(
             f"cannot read model {path!r}, a {model_format} file: {one_line(error)}"
         ) from error
-    if not (hasattr(model, "predict") and hasattr(model, "classes_")):
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    fitted = hasattr(final, "classes_") or hasattr(final, "n_outputs_")
+    if not (hasattr(model, "predict") and fitted):
         raise CommandError(
             f"model {path!r} holds a {type(model).__name__}, not a fitted classifier "
-            f"saved by '{PROGRAM} train'"
+            f"or regressor saved by '{PROGRAM} train'"
         )
     return model
 

@@ -107,7 +107,7 @@ def check_report_folder(folder: str) -> None:
 
 
 def write_report(
-    folder, model, shown, metrics: dict, *, history: bool, evaluated=None
+    folder, model, shown, metrics: dict, *, history: bool, evaluated=None, task=None
 ) -> bool:
     """Metrics and plots in ``folder``; False when the plots had to be skipped.
 
@@ -115,11 +115,17 @@ def write_report(
     prediction grid, and what predicts them. The confusion matrix is the one in
     ``metrics``, so that no image is predicted twice. ``evaluated`` is
     ``(images, labels)`` of the whole evaluation: the top losses and the most
-    confused classes are found among them.
+    confused classes are found among them. ``task`` (default: the model's) says
+    which plots apply: the confusion matrix, activation maps and top losses for
+    classes, per-label precision and recall for multi-label, predicted against
+    true values for regression.
     """
+    from .tasks import task_of
+
+    task = task or task_of(model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if evaluated is not None:
+    if evaluated is not None and task.name == "classification":
         from sklearn_cnn.inspection import most_confused
 
         metrics["most_confused"] = [
@@ -131,7 +137,13 @@ def write_report(
     written = [metrics_path]
     try:
         written += _write_plots(
-            folder, model, shown, metrics, history=history, evaluated=evaluated
+            folder,
+            model,
+            shown,
+            metrics,
+            history=history,
+            evaluated=evaluated,
+            task=task.name,
         )
     except ImportError as error:
         if error.name is None or not error.name.startswith("matplotlib"):
@@ -148,7 +160,7 @@ def _save_png(figure, stream) -> None:
 
 
 def _write_plots(
-    folder: Path, model, shown, metrics: dict, *, history: bool, evaluated
+    folder: Path, model, shown, metrics: dict, *, history: bool, evaluated, task: str
 ) -> list[Path]:
     import matplotlib
 
@@ -167,20 +179,26 @@ def _write_plots(
     figures = {}
     if history:
         figures["training_curves.png"] = plot_history(model)[0].figure
-    display = ConfusionMatrixDisplay(
-        np.asarray(metrics["confusion_matrix"]), display_labels=model.classes_
-    ).plot(cmap="Blues")
-    display.ax_.set_title("Confusion matrix")
-    figures["confusion_matrix.png"] = display.figure_
+    if task == "classification":
+        display = ConfusionMatrixDisplay(
+            np.asarray(metrics["confusion_matrix"]), display_labels=model.classes_
+        ).plot(cmap="Blues")
+        display.ax_.set_title("Confusion matrix")
+        figures["confusion_matrix.png"] = display.figure_
+    elif task == "multi-label":
+        figures["per_label_scores.png"] = _per_label_figure(plt, metrics)
+    else:
+        figures["predicted_vs_true.png"] = _scatter_figure(plt, metrics)
     estimator, images, labels = shown
     figures["predictions.png"] = plot_predictions(
         estimator, images, labels, n=GRID_SIZE
     )
-    # Where the network looked for the predictions of the grid.
-    figures["activation_maps.png"] = plot_class_activation_maps(
-        estimator, images, labels, n=GRID_SIZE
-    )
-    if evaluated is not None:
+    if task == "classification":
+        # Where the network looked for the predictions of the grid.
+        figures["activation_maps.png"] = plot_class_activation_maps(
+            estimator, images, labels, n=GRID_SIZE
+        )
+    if evaluated is not None and task == "classification":
         figures["top_losses.png"] = plot_top_losses(
             model, *evaluated, n=TOP_LOSSES, heatmap=True
         )
@@ -190,3 +208,61 @@ def _write_plots(
         plt.close(figure)
         written.append(folder / name)
     return written
+
+
+def _per_label_figure(plt, metrics: dict):
+    """Precision and recall of each label, side by side, with the support."""
+    import numpy as np
+
+    names = metrics["labels"]
+    scores = metrics["per_label"]
+    positions = np.arange(len(names))
+    figure, axis = plt.subplots(
+        figsize=(max(5.0, 0.9 * len(names) + 2), 4), layout="constrained"
+    )
+    for offset, measure in ((-0.2, "precision"), (0.2, "recall")):
+        values = [scores[name][measure] for name in names]
+        axis.bar(positions + offset, values, width=0.4, label=measure)
+    axis.set_xticks(
+        positions, [f"{name}\n({scores[name]['support']})" for name in names]
+    )
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("score on the test images")
+    axis.set_title(
+        f"Per-label precision and recall (sample F1 {metrics['f1_samples']:.3f})"
+    )
+    axis.legend()
+    return figure
+
+
+def _scatter_figure(plt, metrics: dict):
+    """Predicted against true values, one panel per output, with the diagonal."""
+    import numpy as np
+
+    true = np.asarray([row["true"] for row in metrics["predictions"]], dtype=float)
+    predicted = np.asarray(
+        [row["predicted"] for row in metrics["predictions"]], dtype=float
+    )
+    true, predicted = true.reshape(len(true), -1), predicted.reshape(len(true), -1)
+    n_outputs = true.shape[1]
+    figure, axes = plt.subplots(
+        1,
+        n_outputs,
+        figsize=(4.5 * n_outputs, 4.2),
+        squeeze=False,
+        layout="constrained",
+    )
+    for output, axis in enumerate(axes[0]):
+        axis.scatter(true[:, output], predicted[:, output], s=12, alpha=0.7)
+        low = min(true[:, output].min(), predicted[:, output].min())
+        high = max(true[:, output].max(), predicted[:, output].max())
+        axis.plot(
+            [low, high], [low, high], "k--", linewidth=1, label="predicted = true"
+        )
+        axis.set_xlabel("true value")
+        axis.set_ylabel("predicted value")
+        title = f"output {output}" if n_outputs > 1 else "Predicted against true"
+        axis.set_title(f"{title} (R² {metrics['r2']:.3f} overall)")
+        axis.legend(loc="upper left")
+        axis.grid(True, alpha=0.3)
+    return figure

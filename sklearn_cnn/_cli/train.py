@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from . import parsing
-from .common import CommandError, class_counts, indent, shape, stage
+from .common import CommandError, indent, shape, stage
 from .images import shown_images
 from .models import FORMATS, SUFFIXES, check_output_path, save_model
-from .report import GRID_SIZE, check_report_folder, evaluate, finish, write_report
+from .report import GRID_SIZE, check_report_folder, finish, write_report
 
 DEFAULT_REPORT_DIR = "sklearn_cnn_report"
 DEFAULT_MODEL_STEM = "sklearn_cnn_model"
@@ -74,6 +74,16 @@ def _add_data_options(parser) -> None:
         ),
     )
     group = parser.add_argument_group("data")
+    group.add_argument(
+        "--targets",
+        metavar="FILE.csv",
+        default=None,
+        help="learn the targets of a CSV of path,target rows instead of class "
+        "sub-folders: numbers (path,0.75, or path,0.2;1.5 for several) train a "
+        "regressor, label sets (path,cat;outdoor) a multi-label classifier, one "
+        "name per row a classifier; relative paths are read from DATA_DIR if "
+        "given, else from the CSV's folder",
+    )
     group.add_argument(
         "--image-size",
         type=parsing.image_size,
@@ -146,6 +156,10 @@ examples:
       a folder with one sub-folder per class, read batch by batch
   sklearn-cnn train --epochs 20 --validation 0.1
       a tenth of the training images scores every epoch: overfitting shows
+  sklearn-cnn train --targets ages.csv --image-size 96
+      a regressor of the numbers in ages.csv, rows such as faces/001.jpg,34
+  sklearn-cnn train --targets tags.csv
+      multi-label: rows such as photos/001.jpg,beach;sunset
   sklearn-cnn train photos/ --backbone resnet18 --weights DEFAULT --image-size 224
       fine-tune a pretrained network (weights from the torch cache)
   sklearn-cnn train --augment none --output model.safetensors --report ""
@@ -282,21 +296,21 @@ def _classifier_parameters(args) -> dict:
 def run(args, started: float) -> int:
     """Run ``sklearn-cnn train``; ``started`` is the run's ``perf_counter`` start."""
     output = _check_options(args)
-    X, y, origin = _load_data(args)
+    X, y, origin, task = _load_data(args)
     # Split before anything is printed: a --test-size that does not fit the data
     # is an error in the options, reported before any stage.
-    X_train, X_test, y_train, y_test = _split(X, y, args)
-    files = args.data_dir is not None
-    _data_stage(X, y, origin, image_size=args.image_size if files else None)
+    X_train, X_test, y_train, y_test = _split(X, y, args, task)
+    files = args.data_dir is not None or args.targets is not None
+    _data_stage(X, y, origin, task, image_size=args.image_size if files else None)
     _preprocessing_stage(None if files else X)
-    _split_stage(X_train, X_test, args.seed, files=files)
+    _split_stage(X_train, X_test, args.seed, task, files=files)
     augmenter = _augmentation_stage(args)
-    model = _training_stage(args, augmenter, X_train, y_train, files=files)
-    metrics = _evaluation_stage(model, X_test, y_test)
+    model = _training_stage(args, augmenter, X_train, y_train, task, files=files)
+    metrics = _evaluation_stage(model, X_test, y_test, task)
     # The trace shows one test image, the report's grid a few more.
     n_shown = GRID_SIZE if args.report else 1
     shown = shown_images(model, X_test[:n_shown], y_test[:n_shown], files=files)
-    _print_prediction_trace(shown)
+    _print_prediction_trace(shown, task)
     save_model(model, output, args.format)
     print(f"Saved the fitted pipeline to {output} ({args.format})")
     plotted = True
@@ -309,6 +323,7 @@ def run(args, started: float) -> int:
             metrics,
             history=True,
             evaluated=(X_test, y_test),
+            task=task,
         )
     return finish(started, plotted=plotted)
 
@@ -370,38 +385,47 @@ def _load_data(args):
     from sklearn_cnn.datasets import load_cats_dogs, load_image_folder
 
     from .images import readable
+    from .tasks import CLASSIFICATION, read_targets
 
-    if args.data_dir is None:
+    if args.targets is not None:
+        X, y, task = read_targets(args.targets, args.data_dir)
+        where, origin = repr(args.targets), f"the targets file {args.targets}"
+    elif args.data_dir is None:
         data = load_cats_dogs(
             image_size=args.image_size,
             n_samples=args.n_samples or 1000,
             random_state=args.seed,
         )
         origin = "the embedded cats and dogs silhouettes (Animal-MNIST, MIT License)"
-        return data.data, data.target, origin
-    X, y = load_image_folder(args.data_dir, paths_only=True, return_X_y=True)
+        return data.data, data.target, origin, CLASSIFICATION
+    else:
+        X, y = load_image_folder(args.data_dir, paths_only=True, return_X_y=True)
+        task, where = CLASSIFICATION, repr(args.data_dir)
+        origin = f"folder {args.data_dir}"
     if args.n_samples is not None and args.n_samples < len(X):
         X, _, y, _ = train_test_split(
-            X, y, train_size=args.n_samples, stratify=y, random_state=args.seed
+            X,
+            y,
+            train_size=args.n_samples,
+            stratify=task.stratify(y),
+            random_state=args.seed,
         )
-    X, y = readable(X, y, where=repr(args.data_dir))
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise CommandError(
-            f"found a single class in {args.data_dir!r} with readable images: "
-            f"{classes[0].item()!r}. A classifier needs at least two classes: add one "
-            "sub-folder of images per class"
-        )
-    return X, y, f"folder {args.data_dir}"
+    X, y = readable(X, y, where=where)
+    task.check(y, where)
+    return X, np.asarray(y), origin, task
 
 
-def _split(X, y, args):
-    """``X_train, X_test, y_train, y_test``, stratified."""
+def _split(X, y, args, task):
+    """``X_train, X_test, y_train, y_test``, stratified by class."""
     from sklearn.model_selection import train_test_split
 
     try:
         return train_test_split(
-            X, y, test_size=args.test_size, stratify=y, random_state=args.seed
+            X,
+            y,
+            test_size=args.test_size,
+            stratify=task.stratify(y),
+            random_state=args.seed,
         )
     except ValueError as error:
         raise CommandError(
@@ -409,11 +433,9 @@ def _split(X, y, args):
         ) from None
 
 
-def _data_stage(X, y, origin: str, *, image_size) -> None:
+def _data_stage(X, y, origin: str, task, *, image_size) -> None:
     """Images in memory; or, with ``image_size``, the files they are read from."""
-    import numpy as np
-
-    classes = f"{len(np.unique(y))} classes ({class_counts(y)})"
+    classes = task.describe(y)
     if image_size is not None:
         height, width = image_size
         stage(
@@ -461,7 +483,8 @@ def _preprocessing_stage(X) -> None:
     )
 
 
-def _split_stage(X_train, X_test, seed: int, *, files: bool) -> None:
+def _split_stage(X_train, X_test, seed: int, task, *, files: bool) -> None:
+    stratified = "stratified, " if task.name == "classification" else ""
     shapes = (
         f"X_train {len(X_train)} file paths, X_test {len(X_test)} file paths"
         if files
@@ -470,7 +493,7 @@ def _split_stage(X_train, X_test, seed: int, *, files: bool) -> None:
     stage(
         3,
         "Train/test split",
-        f"{len(X_train)} training, {len(X_test)} testing (stratified, seed {seed})",
+        f"{len(X_train)} training, {len(X_test)} testing ({stratified}seed {seed})",
         shapes,
     )
 
@@ -501,7 +524,7 @@ def _augmentation_stage(args):
     return RandomAugment(steps=steps, random_state=args.seed)
 
 
-def _training_stage(args, augmenter, X_train, y_train, *, files: bool):
+def _training_stage(args, augmenter, X_train, y_train, task, *, files: bool):
     """The fitted pipeline: scaler, augmenter (if any) and classifier for pixels;
     the classifier alone, with the augmenter as its ``augment``, for files.
 
@@ -510,13 +533,11 @@ def _training_stage(args, augmenter, X_train, y_train, *, files: bool):
     its parameter, rather than as a Pipeline step, sees no files at all: the
     saved model holds the classifier and its parameters only.
     """
-    import numpy as np
     from sklearn.pipeline import Pipeline
 
-    from sklearn_cnn import CNNImageClassifier
     from sklearn_cnn.preprocessing import ImageScaler
 
-    classifier = CNNImageClassifier(random_state=args.seed, verbose=1)
+    classifier = task.estimator(random_state=args.seed, verbose=1)
     if files:
         classifier.set_params(image_size=args.image_size, augment=augmenter)
         steps = [(CLASSIFIER, classifier)]
@@ -537,7 +558,7 @@ def _training_stage(args, augmenter, X_train, y_train, *, files: bool):
     stage(
         5,
         "Training",
-        _describe_network(classifier, n_classes=len(np.unique(y_train))),
+        _describe_network(classifier, output=task.output_layer(y_train)),
         _describe_training(classifier),
     )
     start = time.perf_counter()
@@ -561,16 +582,16 @@ def _training_stage(args, augmenter, X_train, y_train, *, files: bool):
     return model
 
 
-def _describe_network(classifier, *, n_classes: int) -> str:
+def _describe_network(classifier, *, output: str) -> str:
     backbone = getattr(classifier, "backbone", None)
     if backbone is not None:
         weights = classifier.weights
         start = "random weights" if weights is None else f"weights {weights}"
-        return f"{backbone} ({start}) -> linear head over {n_classes} classes"
+        return f"{backbone} ({start}) -> linear head, {output}"
     layers = [f"conv {n}" for n in classifier.filters]
     if classifier.dense_units:
         layers.append(f"dense {classifier.dense_units}")
-    layers.append(f"softmax over {n_classes} classes")
+    layers.append(output)
     return "CNN: " + " -> ".join(layers)
 
 
@@ -591,15 +612,19 @@ def _describe_training(classifier) -> str:
     )
 
 
-def _evaluation_stage(model, X_test, y_test) -> dict:
+def _evaluation_stage(model, X_test, y_test, task) -> dict:
     stage(6, f"Evaluation on the {len(X_test)} test images")
-    return evaluate(model, X_test, y_test, what="test images")
+    return task.evaluate(model, X_test, y_test, what="test images")
 
 
-def _print_prediction_trace(shown) -> None:
+def _print_prediction_trace(shown, task) -> None:
     from sklearn_cnn.inspection import layer_trace
 
     estimator, images, labels = shown
-    print(f"\nPrediction trace of test image 0 (true label: {labels[0]})")
+    truth = task.label_text(estimator, labels[0])
+    what = "true target" if task.name == "regression" else "true label"
+    if task.name == "multi-label":
+        what = "true labels"
+    print(f"\nPrediction trace of test image 0 ({what}: {truth})")
     print(indent(str(layer_trace(estimator, images[0]))))
     print()
