@@ -8,11 +8,17 @@ import numpy as np
 import torch
 from scipy.special import expit, log_expit, log_softmax, softmax
 from sklearn.base import ClassifierMixin
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 from ._estimator import CNNImageEstimator
+from ._labels import (
+    class_weights,
+    encode_indicator,
+    encode_labels,
+    is_multilabel,
+    label_weights,
+)
 from ._net import Accuracy, ImageNeuralNet, LabelWeightedBCEWithLogitsLoss, SampleF1
 from ._recipe import MixingSettings, label_smoothing_kwargs
 from .utils._sklearn_private import Interval, StrOptions, _fit_context
@@ -463,7 +469,7 @@ list of paths
             # A column of labels is labels, as scikit-learn's classifiers
             # read it (with a DataConversionWarning), not one-label indicators.
             y = column_or_1d(y, warn=True)
-        multilabel = _is_multilabel(y)
+        multilabel = is_multilabel(y)
         if continuing and multilabel != getattr(self, "multilabel_", False):
             fitted = "a multi-label indicator matrix" if self.multilabel_ else "labels"
             raise ValueError(
@@ -471,10 +477,12 @@ list of paths
                 f"but it has shape {np.shape(y)}."
             )
         if multilabel:
-            targets, classes_ = self._encode_indicator(y, classes, continuing)
+            fitted = self.classes_ if continuing else None
+            targets, classes_ = encode_indicator(y, classes, fitted)
         else:
             check_classification_targets(y)
-            targets, classes_ = self._encode_labels(y, classes, continuing)
+            fitted = self.classes_ if continuing else None
+            targets, classes_ = encode_labels(y, classes, fitted)
         self.classes_ = classes_
         self.multilabel_ = multilabel
         return targets
@@ -487,8 +495,8 @@ list of paths
             }
             if self.class_weight is not None and training_set is not None:
                 # load_model: the saved loss state holds the real weights.
-                positive, negative = self._label_weights(
-                    training_set.targets, training_set.sample_weight
+                positive, negative = label_weights(
+                    self.class_weight, training_set.targets, training_set.sample_weight
                 )
                 kwargs["positive_weight"] = torch.as_tensor(positive)
                 kwargs["negative_weight"] = torch.as_tensor(negative)
@@ -499,8 +507,11 @@ list of paths
                 # load_model: the saved criterion state holds the real weights.
                 weights = np.ones(len(self.classes_))
             else:
-                weights = self._class_weights(
-                    self.classes_, training_set.targets, training_set.sample_weight
+                weights = class_weights(
+                    self.class_weight,
+                    self.classes_,
+                    training_set.targets,
+                    training_set.sample_weight,
                 )
             kwargs["weight"] = torch.as_tensor(weights, dtype=torch.float32)
         kwargs.update(label_smoothing_kwargs(self.label_smoothing))
@@ -532,101 +543,6 @@ list of paths
     def _output_activation(self) -> str:
         """What turns the network's outputs into probabilities."""
         return "sigmoid" if getattr(self, "multilabel_", False) else "softmax"
-
-    def _encode_indicator(self, y, classes, continuing):
-        """A 0/1 indicator matrix as float32 targets, and the label indices."""
-        indicator = np.asarray(y)
-        n_labels = indicator.shape[1]
-        if continuing:
-            classes_ = self.classes_
-        elif classes is not None:
-            classes_ = np.asarray(classes)
-            if classes_.shape != (n_labels,):
-                raise ValueError(
-                    f"y is a multi-label indicator matrix of {n_labels} labels, so "
-                    f"classes must be {n_labels} label indices "
-                    f"(np.arange({n_labels})); got classes of shape "
-                    f"{classes_.shape}."
-                )
-            classes_ = np.arange(n_labels)
-        else:
-            classes_ = np.arange(n_labels)
-        if n_labels != len(classes_):
-            raise ValueError(
-                f"y has {n_labels} labels per image, but this model was fitted on "
-                f"{len(classes_)}."
-            )
-        return indicator.astype(np.float32), classes_
-
-    def _label_weights(self, targets, sample_weight):
-        """Per-label weights of the positive and the negative images in the loss.
-
-        'balanced' weighs each label's positives and negatives so that both
-        count alike: ``n / (2 * n_positive)`` and ``n / (2 * n_negative)``, as
-        ``compute_class_weight('balanced')`` does for one binary label (sample
-        weights counted). A dict maps label indices to a weight of that label's
-        whole term.
-        """
-        n_labels = targets.shape[1]
-        if self.class_weight == "balanced":
-            weights = (
-                np.ones(len(targets)) if sample_weight is None else sample_weight
-            ).astype(np.float64)[:, None]
-            total = weights.sum()
-            positives = (weights * targets).sum(axis=0)
-            negatives = total - positives
-            with np.errstate(divide="ignore"):
-                positive = np.where(positives > 0, total / (2 * positives), 1.0)
-                negative = np.where(negatives > 0, total / (2 * negatives), 1.0)
-            return positive.astype(np.float32), negative.astype(np.float32)
-        weights = np.ones(n_labels, dtype=np.float32)
-        for label, weight in self.class_weight.items():
-            if not (isinstance(label, (int, np.integer)) and 0 <= label < n_labels):
-                raise ValueError(
-                    f"class_weight names the label {label!r}; with a multi-label "
-                    f"indicator y its keys are label indices 0 to {n_labels - 1}."
-                )
-            weights[label] = weight
-        return weights, weights.copy()
-
-    def _encode_labels(self, y, classes, continuing):
-        if continuing:
-            classes_ = self.classes_
-        elif classes is not None:
-            classes_ = np.unique(np.asarray(classes))
-        else:
-            classes_ = np.unique(y)
-        unknown = np.setdiff1d(np.unique(y), classes_)
-        if len(unknown):
-            raise ValueError(
-                f"y contains labels {unknown.tolist()} that are not in the classes "
-                f"{classes_.tolist()} this model knows."
-            )
-        if len(classes_) < 2:
-            raise ValueError(
-                "CNNImageClassifier needs samples of at least 2 classes in the data, "
-                f"but the data contains only one class: {classes_[0]!r}."
-            )
-        return np.searchsorted(classes_, y).astype(np.int64), classes_
-
-    def _class_weights(self, classes_, y_encoded, sample_weight=None):
-        if self.class_weight == "balanced":
-            present = np.unique(y_encoded)
-            weights = np.ones(len(classes_))
-            weights[present] = compute_class_weight(
-                "balanced", classes=present, y=y_encoded, sample_weight=sample_weight
-            )
-            return weights
-        weights = np.ones(len(classes_))
-        for label, weight in self.class_weight.items():
-            matches = np.flatnonzero(classes_ == label)
-            if len(matches) == 0:
-                raise ValueError(
-                    f"class_weight names the class {label!r}, which is not in the "
-                    f"classes {classes_.tolist()}."
-                )
-            weights[matches[0]] = weight
-        return weights
 
     # -- prediction --------------------------------------------------------------
     def predict_proba(self, X):
@@ -702,26 +618,3 @@ list of paths
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
-
-
-def _is_multilabel(y) -> bool:
-    """Whether ``y`` is a multi-label indicator matrix; refuses other 2-D labels."""
-    y_type = type_of_target(y, input_name="y")
-    # type_of_target calls any 2-D y of at most two integer values an
-    # indicator: ours holds 0s and 1s only.
-    if y_type == "multilabel-indicator" and np.isin(np.asarray(y), (0, 1)).all():
-        return True
-    if y_type in (
-        "multilabel-indicator",
-        "multiclass-multioutput",
-        "continuous-multioutput",
-    ):
-        shape = np.shape(y)
-        raise ValueError(
-            "CNNImageClassifier takes 1-D class labels, or a 2-D multi-label "
-            "indicator matrix of 0s and 1s, one column per label (as "
-            "sklearn.preprocessing.MultiLabelBinarizer makes); got y of shape "
-            f"{shape} whose values are not all 0 or 1. For numeric targets, use "
-            "CNNImageRegressor."
-        )
-    return False
