@@ -434,6 +434,33 @@ def test_onnx_export_of_a_gpu_model_runs_with_onnxruntime(learnable, tmp_path):
     print("onnxruntime providers used:", session.get_providers())
 
 
+@cuda
+def test_regressor_and_multilabel_train_and_predict_on_the_gpu(learnable, tmp_path):
+    from sklearn_cnn import CNNImageRegressor, load_model
+
+    X, y = learnable
+    brightness = X.reshape(len(X), -1).mean(axis=1) / 255.0
+    params = dict(**FAST, precision="float32")
+    regressor = CNNImageRegressor(**params, device="cuda").fit(X, brightness)
+    assert regressor.device_ == "cuda" and on_cuda(regressor)
+    predicted = regressor.predict(X)
+    assert predicted.shape == brightness.shape and np.isfinite(predicted).all()
+    # The same network on the CPU predicts the same values.
+    save_model(regressor, tmp_path / "regressor.safetensors")
+    on_cpu = load_model(tmp_path / "regressor.safetensors", device="cpu")
+    np.testing.assert_allclose(on_cpu.predict(X), predicted, rtol=1e-4, atol=1e-4)
+
+    labels = np.stack([y == y[0], brightness > np.median(brightness)], axis=1)
+    multilabel = CNNImageClassifier(**params, device="cuda").fit(X, labels.astype(int))
+    assert multilabel.multilabel_ and on_cuda(multilabel)
+    proba = multilabel.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    assert_array_equal(multilabel.predict(X), (proba > 0.5).astype(int))
+    save_model(multilabel, tmp_path / "multilabel.safetensors")
+    on_cpu = load_model(tmp_path / "multilabel.safetensors", device="cpu")
+    np.testing.assert_allclose(on_cpu.predict_proba(X), proba, atol=1e-4)
+
+
 # -- without a GPU ------------------------------------------------------------------
 @pytest.mark.skipif(HAS_CUDA, reason="checks what a machine without CUDA does")
 def test_without_cuda_the_cuda_tests_skip_and_say_why():
