@@ -133,7 +133,7 @@ class TrainingCheckpoint(Callback):
             "optimizer": net.optimizer_.state_dict(),
             "history": _plain_history(net.history),
         }
-        averaging = dict(net.callbacks_).get("weight_averaging")
+        averaging = dict(getattr(net, "callbacks_", ())).get("weight_averaging")
         if averaging is not None:
             # The weights training goes on from, and their average apart.
             state.update(averaging.checkpoint_state(net))

@@ -382,6 +382,13 @@ class ArrayImages(ImageSource):
         self.dtype = array.dtype
         self.recipe = recipe
         self._device_images: torch.Tensor | None = None
+        # A view is read-only safe (torch warns on read-only arrays) and never
+        # reaches the network uncopied (float32 would be used as it is).
+        self._view_is_safe = (
+            array.flags.writeable
+            and array.flags.c_contiguous
+            and array.dtype != np.float32
+        )
 
     def __len__(self) -> int:
         return len(self.array)
@@ -394,6 +401,13 @@ class ArrayImages(ImageSource):
             index = torch.as_tensor(indices, dtype=torch.long)
             return self._device_images[index.to(self._device_images.device)]
         indices = np.asarray(indices, dtype=np.int64)
+        if not pin_memory and self._view_is_safe and _consecutive(indices):
+            # Prediction reads runs of images: a view of them, no gather. Only
+            # for arrays the first conversion (to float32) copies anyway, so the
+            # network never sees the caller's memory.
+            start = int(indices[0]) if len(indices) else 0
+            batch = torch.from_numpy(self.array[start : start + len(indices)])
+            return self.layout.to_nchw(batch)
         if pin_memory:
             batch = torch.empty(
                 (len(indices), *self.array.shape[1:]),
@@ -467,6 +481,15 @@ class ArrayImages(ImageSource):
             recipe=recipe,
             feature_names=augmenter._output_feature_names(preview),
         )
+
+
+def _consecutive(indices: np.ndarray) -> bool:
+    """Whether ``indices`` are ``start, start + 1, ...`` (a run of images)."""
+    if len(indices) < 2:
+        return len(indices) == 1
+    return bool(
+        indices[-1] - indices[0] == len(indices) - 1 and (np.diff(indices) == 1).all()
+    )
 
 
 # Keep a whole training set on the GPU when it takes at most this share of free memory.

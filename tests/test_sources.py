@@ -441,3 +441,38 @@ def test_no_import_circle_inside_the_package():
 
     for name in sorted(graph):
         visit(name)
+
+
+def test_runs_of_images_are_read_as_views_and_give_what_a_gather_gives(images):
+    from sklearn_cnn._sources import ArrayImages, ImageLayout
+
+    X, y = images
+    layout = ImageLayout("nhwc", X.shape[1:])
+    source = ArrayImages(X, layout)
+    run = source.read(np.arange(2, 7))
+    assert np.shares_memory(run.numpy(), X)  # a view: prediction gathers nothing
+    np.testing.assert_array_equal(
+        run.numpy(), source.read(np.array([2, 3, 4, 5, 6, 0]))[:5].numpy()
+    )
+    # Shuffled training batches, float32 arrays (used as they are by the
+    # network) and read-only arrays are gathered into a batch of their own.
+    assert not np.shares_memory(source.read(np.array([3, 2])).numpy(), X)
+    floats = X.astype(np.float32)
+    assert not np.shares_memory(
+        ArrayImages(floats, layout).read(np.arange(3)).numpy(), floats
+    )
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not np.shares_memory(
+            ArrayImages(frozen, layout).read(np.arange(3)).numpy(), frozen
+        )
+    # Predictions read through views leave the images as they were.
+    before = X.copy()
+    clf = CNNImageClassifier(**FAST).fit(X, y)
+    # (X[::-1] is gathered: the same images in other batches, float32 sums.)
+    np.testing.assert_allclose(
+        clf.predict_proba(X), clf.predict_proba(X[::-1])[::-1], atol=1e-6
+    )
+    np.testing.assert_array_equal(X, before)
