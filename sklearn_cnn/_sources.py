@@ -294,6 +294,9 @@ class ImageSource:
     image_shape: tuple[int, int, int]
     dtype: np.dtype
     recipe: Recipe = NO_RECIPE
+    # Whether reading a batch takes real time (decoding), so that the next
+    # batch is best read while the network works on this one.
+    slow_to_read: bool = False
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -522,6 +525,7 @@ class _DecodedImages(ImageSource):
     """
 
     dtype = np.dtype(np.uint8)
+    slow_to_read = True
 
     def __init__(self, image_shape, *, resize, recipe=NO_RECIPE, cache=None, positions):
         self.image_shape = tuple(image_shape)
@@ -1284,6 +1288,37 @@ def _whole_batch(batch):
     return batch
 
 
+class _ReadAheadLoader(torch.utils.data.DataLoader):
+    """A DataLoader that reads the next batch in a thread while this one is used.
+
+    For sources that decode (files, PIL images, image columns): the decoding
+    of batch ``i + 1`` (Pillow releases the GIL) overlaps the network's work on
+    batch ``i``, as a worker process would, without copying the source into
+    workers. One batch ahead at most: memory holds two batches. Errors of a
+    read are raised where that batch is taken, in order.
+    """
+
+    def __iter__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        batches = iter(self.batch_sampler)
+        first = next(batches, None)
+        if first is None:
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="sklearn-cnn-read") as pool:
+            pending = pool.submit(self.dataset.__getitems__, first)
+            try:
+                for indices in batches:
+                    upcoming = pool.submit(self.dataset.__getitems__, indices)
+                    yield pending.result()
+                    pending = upcoming
+                yield pending.result()
+            finally:
+                # A loop left early (an error, early stopping, Ctrl-C) drops
+                # the batch read ahead.
+                pending.cancel()
+
+
 def batch_loader(
     dataset: LabelledImages,
     *,
@@ -1297,7 +1332,9 @@ def batch_loader(
         sampler = torch.utils.data.RandomSampler(dataset, generator=generator)
     else:
         sampler = torch.utils.data.SequentialSampler(dataset)
-    return torch.utils.data.DataLoader(
+    reads_ahead = getattr(dataset.source, "slow_to_read", False)
+    loader = _ReadAheadLoader if reads_ahead else torch.utils.data.DataLoader
+    return loader(
         dataset,
         batch_sampler=_BatchSampler(
             sampler, batch_size, merge_singleton=merge_singleton

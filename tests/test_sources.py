@@ -476,3 +476,51 @@ def test_runs_of_images_are_read_as_views_and_give_what_a_gather_gives(images):
         clf.predict_proba(X), clf.predict_proba(X[::-1])[::-1], atol=1e-6
     )
     np.testing.assert_array_equal(X, before)
+
+
+class _RecordingSource:
+    """A source that decodes slowly: it records which batches were read."""
+
+    slow_to_read = True
+    image_shape = (2, 2, 1)
+
+    def __init__(self, n, fail_at=None):
+        self.n, self.fail_at = n, fail_at
+        self.started = {}
+
+    def __len__(self):
+        return self.n
+
+    def read(self, indices, *, pin_memory=False):
+        first = int(indices[0])
+        self.started.setdefault(first, threading.Event()).set()
+        if first == self.fail_at:
+            raise OSError(f"cannot decode image {first}")
+        return torch.full((len(indices), 1, 2, 2), first, dtype=torch.uint8)
+
+
+def test_decoding_sources_read_the_next_batch_while_this_one_is_used():
+    from sklearn_cnn._sources import LabelledImages, batch_loader
+
+    source = _RecordingSource(6)
+    loader = batch_loader(
+        LabelledImages(source, device="cpu"), batch_size=2, shuffle=False
+    )
+    seen = []
+    for images, _ in loader:
+        first = int(images[0, 0, 0, 0])
+        seen.append(first)
+        if first + 2 < len(source):
+            # The next batch is being read already, before it is asked for.
+            assert source.started.setdefault(first + 2, threading.Event()).wait(30)
+    assert seen == [0, 2, 4]
+
+    failing = _RecordingSource(6, fail_at=4)
+    loader = batch_loader(
+        LabelledImages(failing, device="cpu"), batch_size=2, shuffle=False
+    )
+    taken = []
+    with pytest.raises(OSError, match="cannot decode image 4"):
+        for images, _ in loader:
+            taken.append(int(images[0, 0, 0, 0]))
+    assert taken == [0, 2]  # the error comes where its batch is taken
