@@ -29,6 +29,7 @@ arrays, files and Accelerate's sharded loaders alike.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -519,30 +520,58 @@ class _DecodedCache:
 class _DecodedImages(ImageSource):
     """A source whose images are decoded one by one into uint8 ``(H, W, C)``.
 
-    Subclasses say how one image is decoded (:meth:`_decode_one`); batches are
-    decoded in threads (Pillow releases the GIL), into pinned memory for a GPU,
-    and optionally kept in a cache shared by subsets.
+    ``items`` are what the images are decoded from (paths, PIL images, an image
+    column), kept whole: image ``i`` of the source is ``items[positions[i]]``,
+    so that a subset (a fold, a validation split) is a new ``positions`` and
+    nothing is copied. Subclasses say how one item is decoded
+    (:meth:`_decode_one`); batches are decoded in threads (Pillow releases the
+    GIL), into pinned memory for a GPU, and optionally kept in a cache shared by
+    subsets, where image ``i`` has row ``cache_rows[i]``.
     """
 
     dtype = np.dtype(np.uint8)
     slow_to_read = True
 
-    def __init__(self, image_shape, *, resize, recipe=NO_RECIPE, cache=None, positions):
+    def __init__(
+        self,
+        items,
+        image_shape,
+        *,
+        resize,
+        recipe=NO_RECIPE,
+        cache=None,
+        positions=None,
+        cache_rows=None,
+    ):
+        self.items = items
         self.image_shape = tuple(image_shape)
         self.resize = resize
         self.recipe = recipe
         self.cache = cache
-        self.positions = positions
+        self.positions = (
+            np.arange(len(items))
+            if positions is None
+            else np.asarray(positions, dtype=np.int64)
+        )
+        self.cache_rows = cache_rows
 
     def __len__(self) -> int:
         return len(self.positions)
 
+    def subset(self, indices) -> _DecodedImages:
+        indices = np.asarray(indices, dtype=np.int64)
+        subset = copy.copy(self)
+        subset.positions = self.positions[indices]
+        if self.cache_rows is not None:
+            subset.cache_rows = self.cache_rows[indices]
+        return subset
+
     def with_cache(self) -> _DecodedImages:
         """The same images, kept in memory once decoded (``cache_decoded``)."""
-        copy = self.subset(np.arange(len(self)))
-        copy.cache = _DecodedCache(len(self), self.image_shape)
-        copy.positions = np.arange(len(self))
-        return copy
+        cached = copy.copy(self)
+        cached.cache = _DecodedCache(len(self), self.image_shape)
+        cached.cache_rows = np.arange(len(self))
+        return cached
 
     def _decode_one(self, index: int) -> np.ndarray:
         raise NotImplementedError
@@ -565,7 +594,8 @@ class _DecodedImages(ImageSource):
 
     def _decode_into(self, out: np.ndarray, row: int, index: int) -> None:
         height, width, channels = self.image_shape
-        cache, position = self.cache, self.positions[index]
+        cache = self.cache
+        position = None if cache is None else self.cache_rows[index]
         if cache is not None and cache.filled[position]:
             out[row] = cache.images[position]
             return
@@ -598,42 +628,17 @@ class FileImages(_DecodedImages):
         have that size already.
     """
 
-    def __init__(
-        self,
-        paths,
-        image_shape,
-        *,
-        resize,
-        recipe=NO_RECIPE,
-        cache=None,
-        positions=None,
-    ):
-        super().__init__(
-            image_shape,
-            resize=resize,
-            recipe=recipe,
-            cache=cache,
-            positions=np.arange(len(paths)) if positions is None else positions,
-        )
-        self.paths = paths
-
-    def subset(self, indices) -> FileImages:
-        indices = np.asarray(indices, dtype=np.int64)
-        return FileImages(
-            self.paths[indices],
-            self.image_shape,
-            resize=self.resize,
-            recipe=self.recipe,
-            cache=self.cache,
-            positions=self.positions[indices],
-        )
+    @property
+    def paths(self) -> np.ndarray:
+        """The files of this source's images, in order."""
+        return self.items[self.positions]
 
     def _describe(self, index: int) -> str:
-        return f"Image file {self.paths[index]!r}"
+        return f"Image file {self.items[self.positions[index]]!r}"
 
     def _decode_one(self, index: int) -> np.ndarray:
         height, width, channels = self.image_shape
-        path = self.paths[index]
+        path = self.items[self.positions[index]]
         try:
             return read_image(
                 path, (height, width) if self.resize else None, grayscale=channels == 1
@@ -710,35 +715,10 @@ class PILImages(_DecodedImages):
     images of a batch are decoded, with the column's own decoder.
     """
 
-    def __init__(
-        self,
-        images,
-        image_shape,
-        *,
-        resize,
-        recipe=NO_RECIPE,
-        cache=None,
-        positions=None,
-    ):
-        super().__init__(
-            image_shape,
-            resize=resize,
-            recipe=recipe,
-            cache=cache,
-            positions=np.arange(len(images)) if positions is None else positions,
-        )
-        self.images = images
-
-    def subset(self, indices) -> PILImages:
-        indices = np.asarray(indices, dtype=np.int64)
-        return PILImages(
-            self.images,
-            self.image_shape,
-            resize=self.resize,
-            recipe=self.recipe,
-            cache=self.cache,
-            positions=self.positions[indices],
-        )
+    @property
+    def images(self):
+        """The PIL images or the image column, whole (see ``positions``)."""
+        return self.items
 
     def _describe(self, index: int) -> str:
         return f"Image {self.positions[index]}"

@@ -524,3 +524,31 @@ def test_decoding_sources_read_the_next_batch_while_this_one_is_used():
         for images, _ in loader:
             taken.append(int(images[0, 0, 0, 0]))
     assert taken == [0, 2]  # the error comes where its batch is taken
+
+
+@pytest.mark.parametrize("kind", ["files", "pil"])
+def test_a_cached_subset_reads_its_own_images(images, tmp_path, kind):
+    from sklearn_cnn._sources import FileImages, PILImages
+
+    X, _ = images
+    shape = X.shape[1:]
+    if kind == "files":
+        paths = []
+        for i, image in enumerate(X[:6]):
+            paths.append(str(tmp_path / f"{i}.png"))
+            Image.fromarray(image).save(paths[-1])
+        source = FileImages(np.asarray(paths, dtype=object), shape, resize=False)
+    else:
+        source = PILImages(
+            [Image.fromarray(image) for image in X[:6]], shape, resize=False
+        )
+    fold = source.subset([4, 1, 3]).with_cache()
+    validation = fold.subset([2, 0])
+    for _ in range(2):  # decoded, then from the cache
+        np.testing.assert_array_equal(
+            fold.read(np.arange(3)).permute(0, 2, 3, 1).numpy(), X[[4, 1, 3]]
+        )
+        np.testing.assert_array_equal(
+            validation.read(np.arange(2)).permute(0, 2, 3, 1).numpy(), X[[3, 4]]
+        )
+    assert fold.cache.filled.all()
