@@ -1,7 +1,7 @@
 """
-=====================================
+=======================================
 Multi-label images: several labels each
-=====================================
+=======================================
 
 An image can hold several things at once: a photo shows a cat *and* a sofa, a
 part has a scratch *and* a dent. :class:`~sklearn_cnn.CNNImageClassifier`
