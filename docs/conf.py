@@ -86,5 +86,9 @@ html_theme_options = {
     "show_toc_level": 2,
     "navigation_with_keys": False,
 }
-html_static_path = []
+# custom.css and wrap_names.js: long API names wrap between their parts, and
+# long code lines wrap, at every width (see the comments in custom.css).
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_js_files = ["wrap_names.js"]
 html_show_sourcelink = False

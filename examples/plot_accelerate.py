@@ -50,6 +50,12 @@ print(
 )
 
 # %%
+# The training curves of the accelerated fit, from its ``history_``:
+from sklearn_cnn.inspection import plot_history
+
+axes = plot_history(clf)
+
+# %%
 # Only the main process should write files in a multi-GPU run.
 if accelerator.is_main_process:
     print("The main process saves the model, for example with joblib.dump.")

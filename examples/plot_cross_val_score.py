@@ -34,3 +34,18 @@ from sklearn.dummy import DummyClassifier
 
 baseline = cross_val_score(DummyClassifier(), X.reshape(len(X), -1), y, cv=cv)
 print(f"baseline accuracy: {baseline.mean():.3f}")
+
+# %%
+# Fold by fold:
+import matplotlib.pyplot as plt
+
+figure, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+folds = np.arange(1, len(scores) + 1)
+ax.bar(folds - 0.2, scores, width=0.4, label="CNNImageClassifier")
+ax.bar(folds + 0.2, baseline, width=0.4, label="most frequent class")
+ax.set_xticks(folds)
+ax.set_xlabel("fold")
+ax.set_ylabel("accuracy")
+ax.set_ylim(0, 1)
+ax.legend(loc="lower right")
+_ = ax.set_title("Cross-validated accuracy")

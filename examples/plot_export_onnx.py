@@ -52,3 +52,16 @@ print("classes:", classes)
 print("predicted:", [classes[i] for i in probabilities.argmax(axis=1)])
 difference = np.abs(probabilities - model.predict_proba(X[:10])).max()
 print(f"largest difference from predict_proba: {difference:.1e}")
+
+# %%
+# Over all the images, the graph's probability of the first class against the
+# Pipeline's: every point lies on the diagonal.
+import matplotlib.pyplot as plt
+
+(exported,) = session.run(None, {"images": X})
+figure, ax = plt.subplots(figsize=(4, 4), layout="constrained")
+ax.scatter(model.predict_proba(X)[:, 0], exported[:, 0], s=10, alpha=0.6)
+ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+ax.set_xlabel(f"predict_proba, P({classes[0]})")
+ax.set_ylabel(f"onnxruntime, P({classes[0]})")
+_ = ax.set_title("The exported graph's probabilities")

@@ -44,5 +44,24 @@ for params, score in zip(
 print("best:", search.best_params_)
 
 # %%
+# The same scores drawn: one line per network, against the number of epochs.
+import matplotlib.pyplot as plt
+import numpy as np
+
+results = search.cv_results_
+figure, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+for filters in param_grid["cnn__filters"]:
+    rows = [i for i, p in enumerate(results["params"]) if p["cnn__filters"] == filters]
+    epochs = [results["params"][i]["cnn__epochs"] for i in rows]
+    mean = results["mean_test_score"][rows]
+    spread = results["std_test_score"][rows]
+    ax.errorbar(epochs, mean, yerr=spread, marker="o", capsize=4, label=f"{filters}")
+ax.set_xticks(np.unique(param_grid["cnn__epochs"]))
+ax.set_xlabel("epochs")
+ax.set_ylabel("mean cross-validated accuracy")
+ax.legend(title="filters")
+_ = ax.set_title("Grid search scores")
+
+# %%
 # The best model is refitted on the whole training set:
 print(f"test accuracy: {search.score(X_test, y_test):.3f}")

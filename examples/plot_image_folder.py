@@ -62,6 +62,13 @@ model.fit(X_train, y_train)
 print(f"test accuracy: {model.score(X_test, y_test):.3f}")
 
 # %%
+# Some test images as they were loaded from the folder, with their predicted
+# and true labels:
+from sklearn_cnn.inspection import plot_predictions
+
+figure = plot_predictions(model, X_test, y_test, n=8, n_cols=4)
+
+# %%
 # New images, one per file, load with :func:`~sklearn_cnn.datasets.load_images`
 # (files or folders, no labels needed):
 from sklearn_cnn.datasets import load_images

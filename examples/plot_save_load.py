@@ -17,6 +17,7 @@ first (``--format safetensors``, the default) or the second
 """
 
 # %%
+# sphinx_gallery_thumbnail_path = "_static/save_load_thumbnail.png"
 import tempfile
 from pathlib import Path
 

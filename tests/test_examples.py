@@ -51,20 +51,45 @@ def test_cells_end_without_printing_an_object(path):
         )
 
 
+RUN_BY_TESTS = [
+    "plot_activation_maps.py",
+    "plot_cross_val_score.py",
+    "plot_export_onnx.py",
+    "plot_grid_search.py",
+    "plot_image_classification_pipeline.py",
+    "plot_image_folder.py",
+    "plot_multilabel.py",
+    "plot_pretrained.py",
+    "plot_regression.py",
+    "plot_save_load.py",
+]
+# Examples the docs build runs but this module does not, each with its reason.
+NOT_RUN_BY_TESTS = {
+    "plot_accelerate.py": "tests/test_accelerate.py covers the accelerated fit",
+}
+
+
+def test_every_example_is_run_or_says_why_not():
+    examples = {path.name for path in EXAMPLES.glob("plot_*.py")}
+    assert examples == set(RUN_BY_TESTS) | set(NOT_RUN_BY_TESTS)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("plot_*.py")), ids=str)
+def test_every_example_has_a_thumbnail(path):
+    # The gallery shows a placeholder for an example that draws nothing: draw
+    # a figure, or name a picture with sphinx_gallery_thumbnail_path.
+    source = path.read_text()
+    thumbnail = re.search(r'^# sphinx_gallery_thumbnail_path = "(.+)"$', source, re.M)
+    if thumbnail:
+        assert (EXAMPLES.parent / "docs" / thumbnail.group(1)).is_file()
+    else:
+        assert re.search(r"\bplt\.subplots\(|\bplot_\w+\(|Display\.from_", source), (
+            f"{path.name} draws no figure and names no thumbnail"
+        )
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name",
-    [
-        "plot_activation_maps.py",
-        "plot_cross_val_score.py",
-        "plot_export_onnx.py",
-        "plot_grid_search.py",
-        "plot_image_classification_pipeline.py",
-        "plot_image_folder.py",
-        "plot_pretrained.py",
-        "plot_save_load.py",
-    ],
-)
+@pytest.mark.parametrize("name", RUN_BY_TESTS)
 def test_example_runs(name, monkeypatch, capsys):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
