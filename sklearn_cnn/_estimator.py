@@ -35,6 +35,7 @@ from ._fitting import (
 from ._inference import network_outputs
 from ._net import TrainingDivergedError
 from ._sources import IMAGE_SHAPE_CONSTRAINT, image_source
+from ._tta import average_views, views_of
 from .utils._runtime import retry_in_float32, seeded_random_ops
 from .utils._sklearn_private import (
     HasMethods,
@@ -86,6 +87,13 @@ class CNNImageEstimator(BaseEstimator):
         "unreadable_files": [StrOptions({"skip", "raise"})],
         "cache_decoded": ["boolean"],
         "checkpoint": [str, os.PathLike, None],
+        "test_time_augmentation": [
+            None,
+            StrOptions({"flip"}),
+            HasMethods(["augment_batch"]),
+            list,
+        ],
+        "n_test_time_draws": [Interval(Integral, 1, None, closed="left")],
     }
 
     # -- what a task defines ------------------------------------------------------
@@ -240,8 +248,12 @@ class CNNImageEstimator(BaseEstimator):
         check_is_fitted(self)
         return image_source(self, X, reset=False, image_size=self.image_size)
 
-    def _network_outputs(self, X) -> np.ndarray:
-        """The network's outputs for ``X``, through the one inference loop."""
+    def _network_outputs(self, X, *, views=None) -> np.ndarray:
+        """The network's outputs for ``X``, through the one inference loop.
+
+        With ``views`` (``_tta.TestTimeViews``), one row of outputs per view:
+        ``(n_images, n_views, ...)``.
+        """
         source = self._prediction_source(X)
         return network_outputs(
             self.net_.module_,
@@ -249,7 +261,21 @@ class CNNImageEstimator(BaseEstimator):
             self.prediction_settings_,
             device=torch.device(self.device_),
             batch_size=self.batch_size,
+            views=views,
         )
+
+    def _predicted(self, X, transform=None) -> np.ndarray:
+        """``transform`` of the network's outputs for ``X``, in float64.
+
+        With ``test_time_augmentation``, the mean over the views of the
+        transformed outputs (probabilities or values are averaged, not logits);
+        without, exactly the transformed outputs.
+        """
+        views = views_of(self)
+        outputs = self._network_outputs(X, views=views).astype(np.float64)
+        if views is None:
+            return outputs if transform is None else transform(outputs)
+        return average_views(outputs, transform)
 
     # -- persistence ---------------------------------------------------------------
     def _restore_net(self, device: torch.device) -> None:

@@ -320,6 +320,15 @@ def export_onnx(model, path, *, layout=None, opset_version=OPSET_VERSION):
     classifier = _fitted.is_classifier_network(final)
     image_shape = _fitted.fitted_image_shape(model)
     modules = _exported_steps(model, steps, image_shape)
+    if getattr(final, "test_time_augmentation", None) is not None:
+        warnings.warn(
+            f"This {type(final).__name__} predicts with test_time_augmentation="
+            f"{final.test_time_augmentation!r}; the ONNX graph predicts each "
+            "image once, as with test_time_augmentation=None. Average the "
+            "graph's outputs over the views yourself to match.",
+            UserWarning,
+            stacklevel=2,
+        )
     if _fitted.prediction_autocast_dtype(final) is not None:
         warnings.warn(
             f"This {type(final).__name__} predicts in "

@@ -26,6 +26,7 @@ def network_outputs(
     device: torch.device,
     batch_size: int,
     forward: Callable | None = None,
+    views: Callable | None = None,
 ) -> np.ndarray:
     """``forward(module, images)`` for every image of ``source``, as float32 numpy.
 
@@ -44,10 +45,16 @@ def network_outputs(
         batches measured slower on CPUs, whose caches they overflow).
     forward : callable, default=None
         ``forward(module, images) -> Tensor``; None calls ``module(images)``.
+    views : callable, default=None
+        Test-time augmentation (``_tta.TestTimeViews``): ``views(images,
+        value_range)`` stacks the views of a float batch along the batch
+        dimension, and all of them go through the network in one forward pass.
+        None: the images alone.
 
     Returns
     -------
-    outputs : ndarray of shape (n_images, ...)
+    outputs : ndarray of shape (n_images, ...), or (n_images, n_views, ...)
+        with ``views``.
     """
     forward = forward or _call
     device = torch.device(device)
@@ -63,7 +70,9 @@ def network_outputs(
         while start < len(batch):
             chunk = batch[start : start + limit]
             try:
-                outputs.append(_outputs(module, chunk, settings, device, forward))
+                outputs.append(
+                    _outputs(module, chunk, settings, device, forward, views)
+                )
             except torch.cuda.OutOfMemoryError:
                 if limit == 1:
                     raise
@@ -78,9 +87,19 @@ def _call(module, images):
     return module(images)
 
 
-def _outputs(module, batch, settings, device, forward) -> np.ndarray:
+def _outputs(module, batch, settings, device, forward, views) -> np.ndarray:
     with torch.inference_mode():
-        images = settings.preparer(batch)(batch, training=False)
+        # The preparer follows the stored images' dtype (uint8 is scaled).
+        preparer = settings.preparer(batch)
+        if views is not None:
+            value_range = 255.0 if batch.dtype == torch.uint8 else 1.0
+            batch = views(batch.to(torch.float32), value_range)
+        images = preparer(batch, training=False)
         with settings.autocast(device):
             outputs = forward(module, images)
-    return outputs.float().cpu().numpy()
+    outputs = outputs.float().cpu().numpy()
+    if views is None:
+        return outputs
+    # View v of image i is row v * n + i: (n_views, n, ...) -> (n, n_views, ...).
+    per_view = outputs.reshape(views.n_views, -1, *outputs.shape[1:])
+    return np.swapaxes(per_view, 0, 1)
