@@ -35,7 +35,7 @@ from ._fitting import (
 from ._inference import network_outputs
 from ._net import TrainingDivergedError
 from ._sources import IMAGE_SHAPE_CONSTRAINT, image_source
-from ._tta import average_views, views_of
+from ._tta import average_views, check_test_time_augmentation, views_of
 from .utils._runtime import retry_in_float32, seeded_random_ops
 from .utils._sklearn_private import (
     HasMethods,
@@ -134,6 +134,8 @@ class CNNImageEstimator(BaseEstimator):
 
     # -- fitting ---------------------------------------------------------------
     def _fit(self, X, y, sample_weight, *, epochs, classes, continuing, float32=False):
+        # A list passes the parameter constraints: its items are checked here.
+        check_test_time_augmentation(self.test_time_augmentation)
         snapshot = self.__dict__.copy()
         weights = snapshot_weights(self.net_) if continuing else None
         try:
