@@ -36,7 +36,7 @@ from ._inference import network_outputs
 from ._net import TrainingDivergedError
 from ._sources import IMAGE_SHAPE_CONSTRAINT, image_source
 from ._tta import average_views, check_test_time_augmentation, views_of
-from .utils._runtime import retry_in_float32, seeded_random_ops
+from .utils._runtime import resolve_verbose, retry_in_float32, seeded_random_ops
 from .utils._sklearn_private import (
     HasMethods,
     Interval,
@@ -64,7 +64,7 @@ class CNNImageEstimator(BaseEstimator):
         "backbone_lr": [Interval(Real, 0, None, closed="neither"), None],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "optimizer": [StrOptions(set(_OPTIMIZERS)), type],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "lr_schedule": [StrOptions({"constant", "cosine"})],
@@ -136,9 +136,11 @@ class CNNImageEstimator(BaseEstimator):
     def _fit(self, X, y, sample_weight, *, epochs, classes, continuing, float32=False):
         # A list passes the parameter constraints: its items are checked here.
         check_test_time_augmentation(self.test_time_augmentation)
+        rate = self._learning_rate(X, y, sample_weight, continuing)
         snapshot = self.__dict__.copy()
         weights = snapshot_weights(self.net_) if continuing else None
         try:
+            self.lr_ = rate
             training_set = self._training_set(X, y, sample_weight, classes, continuing)
             return fit_network(
                 self,
@@ -181,6 +183,29 @@ class CNNImageEstimator(BaseEstimator):
             if weights is not None:
                 restore_weights(self.net_, weights)
             raise
+
+    def _learning_rate(self, X, y, sample_weight, continuing) -> float:
+        """``lr``, or for ``lr="auto"`` the rate the range test suggests.
+
+        Training that goes on (``warm_start``, ``partial_fit``) keeps the rate
+        found when it started.
+        """
+        if not isinstance(self.lr, str):
+            return float(self.lr)
+        if continuing and hasattr(self, "lr_"):
+            return self.lr_
+        from .inspection._lr_finder import range_test
+
+        # The rough-suggestion warning of few batches is for direct callers.
+        rate = range_test(self, X, y, sample_weight=sample_weight).suggested_lr
+        if not np.isfinite(rate):
+            raise ValueError(
+                "lr='auto' found no usable learning rate: the range test recorded "
+                "no finite loss. Pass a number as lr."
+            )
+        if resolve_verbose(self.verbose):
+            print(f"lr='auto': the learning-rate range test picked lr={rate:.3g}")
+        return rate
 
     def _training_set(self, X, y, sample_weight, classes, continuing) -> TrainingSet:
         """Validated training images, encoded targets and weights."""

@@ -183,6 +183,13 @@ def fit_network(
     return estimator
 
 
+def learning_rate(estimator) -> float:
+    """The rate of the head: ``lr``, or the rate ``lr="auto"`` found (``lr_``)."""
+    if isinstance(estimator.lr, str):  # "auto": _fit has set lr_
+        return estimator.lr_
+    return estimator.lr
+
+
 def weight_averaging(net) -> WeightAveraging | None:
     """The net's weight-averaging callback, if ``weight_averaging`` asked for one."""
     callback = dict(net.callbacks_).get("weight_averaging")
@@ -291,7 +298,7 @@ def build_net(estimator, training_set: TrainingSet, device, *, load_weights=True
         input_shape=(channels, height, width),
         criterion=criterion,
         optimizer=optimizer,
-        lr=estimator.lr,
+        lr=learning_rate(estimator),
         max_epochs=estimator.epochs,
         batch_size=estimator.batch_size,
         train_split=None,
@@ -397,7 +404,7 @@ def _optimizer_spec(estimator):
     if _fine_tuning(estimator):
         backbone_lr = estimator.backbone_lr
         if backbone_lr is None:
-            backbone_lr = estimator.lr / 2
+            backbone_lr = learning_rate(estimator) / 2
         kwargs["optimizer__param_groups"] = [("body.*", {"lr": backbone_lr})]
     return optimizer, kwargs
 

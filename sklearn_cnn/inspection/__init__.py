@@ -8,6 +8,8 @@
   where in each image the network found its class (Grad-CAM and variants).
 - :func:`plot_top_losses` and :func:`most_confused` show what the model gets
   most wrong.
+- :func:`find_learning_rate` runs the learning-rate range test on a copy of
+  an estimator and suggests a rate.
 
 The plots use matplotlib, installed with the package. For a confusion
 matrix, use :meth:`sklearn.metrics.ConfusionMatrixDisplay.from_estimator`, which
@@ -19,7 +21,9 @@ from .. import _lazy
 __all__ = [
     "LayerRow",
     "LayerTrace",
+    "LearningRateFinderResult",
     "class_activation_map",
+    "find_learning_rate",
     "layer_trace",
     "most_confused",
     "plot_class_activation_maps",
@@ -34,6 +38,7 @@ __getattr__, __dir__ = _lazy.attach(
         "_activation_maps": ["class_activation_map", "plot_class_activation_maps"],
         "_interpretation": ["most_confused", "plot_top_losses"],
         "_layer_trace": ["LayerRow", "LayerTrace", "layer_trace"],
+        "_lr_finder": ["LearningRateFinderResult", "find_learning_rate"],
         "_plot": ["plot_history", "plot_predictions"],
     },
 )
