@@ -46,7 +46,9 @@ PUBLIC = {
     "sklearn_cnn.inspection": [
         "LayerRow",
         "LayerTrace",
+        "LearningRateFinderResult",
         "class_activation_map",
+        "find_learning_rate",
         "layer_trace",
         "most_confused",
         "plot_class_activation_maps",
