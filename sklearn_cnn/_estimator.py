@@ -194,10 +194,11 @@ class CNNImageEstimator(BaseEstimator):
             return float(self.lr)
         if continuing and hasattr(self, "lr_"):
             return self.lr_
-        from .inspection._lr_finder import range_test
+        from .inspection._lr_finder import find_learning_rate
 
-        # The rough-suggestion warning of few batches is for direct callers.
-        rate = range_test(self, X, y, sample_weight=sample_weight).suggested_lr
+        # Warns where an epoch has too few batches for a reliable suggestion.
+        result = find_learning_rate(self, X, y, sample_weight=sample_weight)
+        rate = result.suggested_lr
         if not np.isfinite(rate):
             raise ValueError(
                 "lr='auto' found no usable learning rate: the range test recorded "

@@ -96,6 +96,43 @@ def positive_float(text: str) -> float:
     return value
 
 
+def rate(text: str) -> float | str:
+    """A learning rate, or ``auto`` for the range test's."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number or auto, got {text!r}"
+        ) from None
+
+
+def smoothing(text: str) -> float:
+    """A label smoothing in [0, 1)."""
+    value = _number(text, float, 0, 1, "a share from 0 up to 1 (not 1), such as 0.1")
+    if value == 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a share from 0 up to 1 (not 1), such as 0.1, got {text!r}"
+        )
+    return value
+
+
+def alpha(text: str) -> float:
+    """A mixup or cutmix alpha: 0 (off) or more."""
+    return _number(text, float, 0, float("inf"), "0 (off) or a positive number")
+
+
+def decay(text: str) -> float:
+    """An EMA decay strictly between 0 and 1."""
+    value = _number(text, float, 0, 1, "a decay between 0 and 1, such as 0.999")
+    if value in (0, 1):
+        raise argparse.ArgumentTypeError(
+            f"expected a decay between 0 and 1, such as 0.999, got {text!r}"
+        )
+    return value
+
+
 def degrees(text: str) -> float:
     return _number(text, float, 0, 180, "an angle from 0 to 180 degrees")
 

@@ -59,6 +59,7 @@ def add_parser(commands) -> None:
     _add_data_options(parser)
     _add_augmentation_options(parser)
     _add_classifier_options(parser)
+    _add_recipe_options(parser)
     _add_output_options(parser)
     parser.set_defaults(run=run)
 
@@ -198,7 +199,13 @@ _TRAINING_FLAGS = (
         "N",
         "images per training step",
     ),
-    ("--lr", "lr", parsing.positive_float, "RATE", "learning rate"),
+    (
+        "--lr",
+        "lr",
+        parsing.rate,
+        "RATE",
+        "learning rate, or auto: the rate a range test on the training images suggests",
+    ),
 )
 
 
@@ -253,6 +260,62 @@ def _add_classifier_options(parser) -> None:
     )
 
 
+# Recipe flags of classifiers only: a regressor refuses them with this note.
+_CLASSIFICATION_ONLY = {
+    "label_smoothing": "--label-smoothing",
+    "mixup_alpha": "--mixup",
+    "cutmix_alpha": "--cutmix",
+}
+
+
+def _add_recipe_options(parser) -> None:
+    """The training recipe: each flag one parameter, absent unless given."""
+    group = parser.add_argument_group(
+        "training recipe (each off by default)", argument_default=argparse.SUPPRESS
+    )
+    group.add_argument(
+        "--tta",
+        dest=f"{CLASSIFIER}__test_time_augmentation",
+        choices=("none", "flip"),
+        help="test-time augmentation: flip averages the prediction of each image "
+        "and its mirror, in the evaluation and in the saved model (default: none)",
+    )
+    group.add_argument(
+        "--label-smoothing",
+        dest=f"{CLASSIFIER}__label_smoothing",
+        type=parsing.smoothing,
+        metavar="EPS",
+        help="spread EPS (such as 0.1) of each training target over all the "
+        "classes (default: 0)",
+    )
+    group.add_argument(
+        "--mixup",
+        dest=f"{CLASSIFIER}__mixup_alpha",
+        type=parsing.alpha,
+        metavar="ALPHA",
+        help="blend training batches with mixup, Beta(ALPHA, ALPHA) shares, such "
+        "as 0.2 (default: 0, off)",
+    )
+    group.add_argument(
+        "--cutmix",
+        dest=f"{CLASSIFIER}__cutmix_alpha",
+        type=parsing.alpha,
+        metavar="ALPHA",
+        help="paste boxes between training images with cutmix, such as 1.0; with "
+        "--mixup, one of the two per batch (default: 0, off)",
+    )
+    group.add_argument(
+        "--ema",
+        dest=f"{CLASSIFIER}__ema_decay",
+        type=parsing.decay,
+        nargs="?",
+        const=0.999,
+        metavar="DECAY",
+        help="keep a moving average of the weights (decay 0.999, or DECAY) and "
+        "predict with it (default: off)",
+    )
+
+
 def _add_output_options(parser) -> None:
     group = parser.add_argument_group("output")
     group.add_argument(
@@ -289,7 +352,14 @@ def _add_output_options(parser) -> None:
 def _classifier_parameters(args) -> dict:
     """``{"cnn__epochs": 5, ...}``: the classifier flags, as Pipeline parameters."""
     prefix = f"{CLASSIFIER}__"
-    return {key: value for key, value in vars(args).items() if key.startswith(prefix)}
+    parameters = {
+        key: value for key, value in vars(args).items() if key.startswith(prefix)
+    }
+    if parameters.get(f"{prefix}test_time_augmentation") == "none":
+        parameters[f"{prefix}test_time_augmentation"] = None
+    if f"{prefix}ema_decay" in parameters:
+        parameters[f"{prefix}weight_averaging"] = "ema"
+    return parameters
 
 
 # -- the command ---------------------------------------------------------------------
@@ -546,7 +616,19 @@ def _training_stage(args, augmenter, X_train, y_train, task, *, files: bool):
         steps = [step for step in steps if step[1] is not None]
         steps.append((CLASSIFIER, classifier))
     model = Pipeline(steps)
-    model.set_params(**_classifier_parameters(args))
+    parameters = _classifier_parameters(args)
+    if task.name == "regression":
+        given = [
+            flag
+            for name, flag in _CLASSIFICATION_ONLY.items()
+            if f"{CLASSIFIER}__{name}" in parameters
+        ]
+        if given:
+            raise CommandError(
+                f"{', '.join(given)} apply to classes and labels; the targets of "
+                f"{args.targets!r} are numbers, which train a regressor"
+            )
+    model.set_params(**parameters)
     if args.validation is not None:
         # The estimator holds images out only to stop early; a patience of every
         # epoch never stops, so the split only adds the validation columns.
@@ -606,10 +688,30 @@ def _describe_training(classifier) -> str:
             f", {classifier.validation_fraction:.0%} of the training images held "
             "out to validate every epoch"
         )
+    rate = classifier.lr
+    rate = "found by a range test" if rate == "auto" else f"{rate:g}"
+    recipe = _describe_recipe(classifier)
     return (
         f"{classifier.epochs} epochs, batch size {classifier.batch_size}, learning "
-        f"rate {classifier.lr:g}{decay}{frozen}{held_out}, device {classifier.device}"
+        f"rate {rate}{decay}{frozen}{held_out}{recipe}, device {classifier.device}"
     )
+
+
+def _describe_recipe(classifier) -> str:
+    """The recipe settings that are on, as ``, label smoothing 0.1, ...``."""
+    params = classifier.get_params()
+    words = []
+    if params.get("label_smoothing"):
+        words.append(f"label smoothing {params['label_smoothing']:g}")
+    if params.get("mixup_alpha"):
+        words.append(f"mixup alpha {params['mixup_alpha']:g}")
+    if params.get("cutmix_alpha"):
+        words.append(f"cutmix alpha {params['cutmix_alpha']:g}")
+    if params.get("weight_averaging") == "ema":
+        words.append(f"weights averaged (EMA, decay {params['ema_decay']:g})")
+    if params.get("test_time_augmentation") == "flip":
+        words.append("predictions averaged with the mirror image")
+    return "".join(f", {word}" for word in words)
 
 
 def _evaluation_stage(model, X_test, y_test, task) -> dict:
