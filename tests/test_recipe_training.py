@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_images
+from skorch.callbacks import Callback
 
 from sklearn_cnn import CNNImageClassifier
 from sklearn_cnn._net import LabelWeightedBCEWithLogitsLoss
@@ -86,7 +87,7 @@ def test_cutmix_pastes_the_box_of_the_partner():
     torch.testing.assert_close(mixed[..., inside], images[permutation][..., inside])
     torch.testing.assert_close(mixed[..., ~inside], images[..., ~inside])
     weights = torch.tensor([1.0, 2.0, 4.0])
-    torch.testing.assert_close(mix.targets(weights), torch.tensor([1.25, 2.5, 1.75]))
+    torch.testing.assert_close(mix.targets(weights), torch.tensor([1.25, 2.5, 3.25]))
 
 
 def test_cutmix_draw_lam_is_the_uncovered_share():
@@ -110,3 +111,101 @@ def test_draw_picks_mixup_or_cutmix_as_the_alphas_ask(mixup_alpha, cutmix_alpha,
     draws = [settings.draw(4, (8, 8), rng=rng, generator=generator) for _ in range(50)]
     assert {"mixup" if d.box is None else "cutmix" for d in draws} == kinds
     assert all(0 <= d.lam <= 1 for d in draws)
+
+
+class MixSpy(Callback):
+    """Records what the network and the loss see in each step of a fit."""
+
+    def __init__(self):
+        self.inputs = []  # (training, mix drawn for the step, the module's input)
+        self.targets = []  # (training, the criterion's targets)
+
+    def on_train_begin(self, net, **kwargs):
+        def pre_hook(module, args):
+            self.inputs.append((module.training, net._batch_mix, args[0].clone()))
+
+        net.module_.register_forward_pre_hook(pre_hook)
+        forward = net.criterion_.forward
+
+        def criterion(y_pred, y_true):
+            self.targets.append((net.module_.training, y_true.clone()))
+            return forward(y_pred, y_true)
+
+        net.criterion_.forward = criterion
+
+
+@pytest.fixture
+def applied_mixes(monkeypatch):
+    """Each (unmixed, mixed) batch of Mix.images."""
+    applied = []
+    images = Mix.images
+
+    def recording(self, batch):
+        mixed = images(self, batch)
+        applied.append((batch.clone(), mixed.clone()))
+        return mixed
+
+    monkeypatch.setattr(Mix, "images", recording)
+    return applied
+
+
+def test_mixup_mixes_training_batches_and_targets_only(images, applied_mixes):
+    X, y = images
+    spy = MixSpy()
+    tiny(
+        mixup_alpha=0.4,
+        epochs=2,
+        early_stopping=True,
+        validation_fraction=0.25,
+        callbacks=[("spy", spy)],
+    ).fit(X, y)
+    training = [(mix, x) for is_training, mix, x in spy.inputs if is_training]
+    validation = [(mix, x) for is_training, mix, x in spy.inputs if not is_training]
+    # 24 training images in batches of 16, 8 validation images, 2 epochs.
+    assert len(training) == 4 and len(validation) == 2
+    assert len(applied_mixes) == len(training)
+    for (mix, x), (unmixed, mixed) in zip(training, applied_mixes):
+        assert mix is not None and 0 < mix.lam < 1
+        assert torch.equal(x, mixed)
+        assert not torch.equal(x, unmixed)
+        torch.testing.assert_close(
+            x, mix.lam * unmixed + (1 - mix.lam) * unmixed[mix.permutation]
+        )
+    assert all(mix is None for mix, _ in validation)
+    # Training targets are class probabilities, mixed; validation's class indices.
+    train_targets = [t for is_training, t in spy.targets if is_training]
+    valid_targets = [t for is_training, t in spy.targets if not is_training]
+    assert len(train_targets) == 4 and len(valid_targets) == 2
+    for t in train_targets:
+        assert t.dim() == 2 and t.is_floating_point()
+        torch.testing.assert_close(t.sum(dim=1), torch.ones(len(t)))
+        assert ((t > 0) & (t < 1)).any()
+    assert all(t.dim() == 1 and not t.is_floating_point() for t in valid_targets)
+
+
+def test_mixing_parameters_leave_prediction_unchanged(images):
+    X, y = images
+    clf = tiny(mixup_alpha=0.4).fit(X, y)
+    proba = clf.predict_proba(X)
+    assert clf.net_._batch_mix is None
+    clf.set_params(mixup_alpha=0.8, cutmix_alpha=1.0)
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+def test_seeded_mixup_fits_are_reproducible(images):
+    X, y = images
+    params = dict(mixup_alpha=0.4, cutmix_alpha=1.0, epochs=2)
+    first = tiny(**params).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(tiny(**params).fit(X, y).predict_proba(X), first)
+    assert not np.array_equal(tiny(epochs=2).fit(X, y).predict_proba(X), first)
+
+
+def test_mixup_fit_leaves_the_global_random_stream_alone(images):
+    X, y = images
+    torch.manual_seed(0)
+    expected = torch.rand(5)
+    np_state = np.random.get_state()[1].copy()  # noqa: NPY002
+    torch.manual_seed(0)
+    tiny(mixup_alpha=0.4, cutmix_alpha=1.0, epochs=2).fit(X, y)
+    torch.testing.assert_close(torch.rand(5), expected, rtol=0, atol=0)
+    np.testing.assert_array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
