@@ -1,12 +1,14 @@
 """The training recipe in a fit: label smoothing, mixup and cutmix, weight averaging."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 from conftest import make_images
 from skorch.callbacks import Callback
 
-from sklearn_cnn import CNNImageClassifier
+from sklearn_cnn import CNNImageClassifier, CNNImageRegressor, load_model, save_model
 from sklearn_cnn._net import LabelWeightedBCEWithLogitsLoss
 from sklearn_cnn._recipe import Mix, MixingSettings
 
@@ -209,3 +211,111 @@ def test_mixup_fit_leaves_the_global_random_stream_alone(images):
     tiny(mixup_alpha=0.4, cutmix_alpha=1.0, epochs=2).fit(X, y)
     torch.testing.assert_close(torch.rand(5), expected, rtol=0, atol=0)
     np.testing.assert_array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
+
+
+# -- weight averaging --------------------------------------------------------------
+class WeightRecorder(Callback):
+    """The training weights at the start and after each optimizer step.
+
+    The user's callbacks come after weight averaging's, so at each training
+    batch's end the network still holds the training weights.
+    """
+
+    def __init__(self):
+        self.parameters = []
+        self.buffers = []
+
+    def _record(self, net):
+        module = net.module_
+        self.parameters.append(
+            {name: p.detach().clone() for name, p in module.named_parameters()}
+        )
+        self.buffers.append(
+            {name: b.detach().clone() for name, b in module.named_buffers()}
+        )
+
+    def on_train_begin(self, net, **kwargs):
+        self._record(net)
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self._record(net)
+
+
+def test_ema_is_the_hand_computed_average(images):
+    X, y = images
+    recorder = WeightRecorder()
+    clf = tiny(
+        weight_averaging="ema",
+        ema_decay=0.5,
+        epochs=2,
+        callbacks=[("recorder", recorder)],
+    ).fit(X, y)
+    names = [name for name, _ in clf.net_.callbacks_]
+    assert names.index("weight_averaging") < names.index("recorder")
+    n_steps = len(recorder.parameters) - 1
+    assert n_steps >= 4
+    expected = dict(recorder.parameters[0])
+    for weights in recorder.parameters[1:]:
+        expected = {k: 0.5 * v + 0.5 * weights[k] for k, v in expected.items()}
+    fitted = dict(clf.net_.module_.named_parameters())
+    assert fitted.keys() == expected.keys()
+    for name, value in expected.items():
+        torch.testing.assert_close(fitted[name].detach(), value, rtol=0, atol=1e-6)
+    # Not the last training weights: the average.
+    last = recorder.parameters[-1]
+    assert any(not torch.allclose(fitted[k], last[k]) for k in last)
+    # Buffers (batch norm's running statistics) are the last training buffers.
+    buffers = dict(clf.net_.module_.named_buffers())
+    assert "features.1.running_mean" in buffers
+    for name, value in recorder.buffers[-1].items():
+        torch.testing.assert_close(buffers[name], value, rtol=0, atol=0)
+    assert clf.net_.module_.features[1].running_mean.abs().sum() > 0
+
+
+def test_ema_over_too_few_steps_warns_naming_ema_decay(images):
+    X, y = images
+    with pytest.warns(UserWarning, match="ema_decay=0.999"):
+        tiny(weight_averaging="ema").fit(X, y)
+
+
+def test_ema_warning_suggests_a_valid_decay_after_a_few_steps(images):
+    X, y = images
+    # 2 optimizer steps: 1 - 3 / n_steps would be -0.5, no valid ema_decay.
+    with pytest.warns(UserWarning, match="ema_decay=0.5") as record:
+        tiny(weight_averaging="ema", ema_decay=0.5).fit(X, y)
+    (message,) = [str(w.message) for w in record if "ema_decay" in str(w.message)]
+    suggested = float(message.split("to about ")[1].split()[0])
+    assert 0 < suggested < 1 and suggested**2 <= 0.1
+
+
+def test_ema_callback_keeps_no_tensors_after_fit(images):
+    X, y = images
+    clf = tiny(weight_averaging="ema", ema_decay=0.5, epochs=2).fit(X, y)
+    averaging = dict(clf.net_.callbacks_)["weight_averaging"]
+    assert averaging.average_ is None
+    assert averaging.training_weights_ is None
+
+
+def test_ema_model_survives_model_files_and_pickle(images, tmp_path):
+    X, y = images
+    clf = tiny(weight_averaging="ema", ema_decay=0.5, epochs=2).fit(X, y)
+    proba = clf.predict_proba(X)
+    save_model(clf, tmp_path / "model.safetensors")
+    loaded = load_model(tmp_path / "model.safetensors")
+    np.testing.assert_allclose(loaded.predict_proba(X), proba, rtol=1e-6)
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(clf)).predict_proba(X), proba
+    )
+
+
+def test_regressor_with_ema_fits_and_predicts_finite_values(images):
+    X, _ = images
+    target = X.mean(axis=(1, 2, 3)) / 255.0
+    params = {**TINY, "epochs": 2, "weight_averaging": "ema", "ema_decay": 0.5}
+    reg = CNNImageRegressor(**params)
+    reg.fit(X, target)
+    prediction = reg.predict(X)
+    assert prediction.shape == (len(X),)
+    assert np.isfinite(prediction).all()
+    assert dict(reg.net_.callbacks_)["weight_averaging"].average_ is None
