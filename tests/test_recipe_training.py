@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_images
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, ParameterGrid
 from skorch.callbacks import Callback
 
 from sklearn_cnn import CNNImageClassifier, CNNImageRegressor, load_model, save_model
 from sklearn_cnn._net import LabelWeightedBCEWithLogitsLoss
 from sklearn_cnn._recipe import Mix, MixingSettings
+from sklearn_cnn.utils._sklearn_private import InvalidParameterError
 
 TINY = dict(
     filters=(4,), dense_units=8, epochs=1, batch_size=16, lr=0.01, random_state=0
@@ -319,3 +322,79 @@ def test_regressor_with_ema_fits_and_predicts_finite_values(images):
     assert prediction.shape == (len(X),)
     assert np.isfinite(prediction).all()
     assert dict(reg.net_.callbacks_)["weight_averaging"].average_ is None
+
+
+# -- parameter validation ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        (dict(label_smoothing=1.0), "label_smoothing"),
+        (dict(label_smoothing=-0.1), "label_smoothing"),
+        (dict(mixup_alpha=-1), "mixup_alpha"),
+        (dict(cutmix_alpha=-0.5), "cutmix_alpha"),
+        (dict(weight_averaging="ema", ema_decay=1.0), "ema_decay"),
+        (dict(weight_averaging="ema", ema_decay=0), "ema_decay"),
+        (dict(weight_averaging="swa"), "weight_averaging"),
+    ],
+)
+def test_invalid_recipe_parameters_raise_and_keep_the_fitted_model(
+    images, params, name
+):
+    X, y = images
+    clf = tiny().fit(X, y)
+    proba = clf.predict_proba(X)
+    clf.set_params(**params)
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter") as error:
+        clf.fit(X, y)
+    assert isinstance(error.value, ValueError)
+    # Parameters are checked before anything else: the fitted model is intact.
+    np.testing.assert_array_equal(clf.predict_proba(X), proba)
+
+
+@pytest.mark.parametrize(
+    "params, name",
+    [
+        (dict(ema_decay=1.0), "ema_decay"),
+        (dict(weight_averaging="swa"), "weight_averaging"),
+    ],
+)
+def test_invalid_regressor_averaging_parameters_raise(images, params, name):
+    X, _ = images
+    target = X.mean(axis=(1, 2, 3)) / 255.0
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter"):
+        CNNImageRegressor(**{**TINY, **params}).fit(X, target)
+
+
+# -- model selection ----------------------------------------------------------------
+def test_grid_search_over_the_recipe(images):
+    X, y = images
+    grid = {"label_smoothing": [0.0, 0.1], "mixup_alpha": [0.0, 0.2]}
+    search = GridSearchCV(tiny(), grid, cv=2).fit(X, y)
+    assert search.best_params_ in list(ParameterGrid(grid))
+    assert len(search.cv_results_["params"]) == 4
+    assert (
+        search.best_estimator_.label_smoothing == search.best_params_["label_smoothing"]
+    )
+    assert search.predict(X).shape == (len(X),)
+
+
+def test_clone_keeps_the_recipe_parameters():
+    params = dict(
+        label_smoothing=0.1,
+        mixup_alpha=0.2,
+        cutmix_alpha=1.0,
+        weight_averaging="ema",
+        ema_decay=0.9,
+    )
+    cloned = clone(tiny(**params)).get_params()
+    assert {k: cloned[k] for k in params} == params
+
+
+def test_regressor_has_weight_averaging_but_no_classification_recipe():
+    params = CNNImageRegressor().get_params()
+    assert params["weight_averaging"] is None and params["ema_decay"] == 0.999
+    for name in ("label_smoothing", "mixup_alpha", "cutmix_alpha"):
+        assert name not in params
+    classifier = CNNImageClassifier().get_params()
+    assert classifier["label_smoothing"] == 0.0
+    assert classifier["mixup_alpha"] == classifier["cutmix_alpha"] == 0.0
