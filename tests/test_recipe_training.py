@@ -11,7 +11,7 @@ from sklearn.model_selection import GridSearchCV, ParameterGrid
 from skorch.callbacks import Callback
 
 from sklearn_cnn import CNNImageClassifier, CNNImageRegressor, load_model, save_model
-from sklearn_cnn._net import LabelWeightedBCEWithLogitsLoss
+from sklearn_cnn._net import LabelWeightedBCEWithLogitsLoss, WeightedTarget
 from sklearn_cnn._recipe import Mix, MixingSettings
 from sklearn_cnn.utils._sklearn_private import InvalidParameterError
 
@@ -398,3 +398,63 @@ def test_regressor_has_weight_averaging_but_no_classification_recipe():
     classifier = CNNImageClassifier().get_params()
     assert classifier["label_smoothing"] == 0.0
     assert classifier["mixup_alpha"] == classifier["cutmix_alpha"] == 0.0
+
+
+# -- mixing in the loss: multi-label rows, sample weights, cutmix ----------------------
+def test_multilabel_fit_mixes_indicator_rows_and_smooths_them(images):
+    X, _ = images
+    Y = np.random.default_rng(0).integers(0, 2, size=(len(X), 3))
+    spy = MixSpy()
+    clf = tiny(mixup_alpha=0.4, label_smoothing=0.2, callbacks=[("spy", spy)]).fit(X, Y)
+    assert isinstance(clf.net_.criterion_, LabelWeightedBCEWithLogitsLoss)
+    assert clf.net_.criterion_.label_smoothing == pytest.approx(0.2)
+    train_targets = [t for is_training, t in spy.targets if is_training]
+    assert train_targets
+    for t in train_targets:
+        assert t.shape[1] == 3 and t.is_floating_point()
+        assert ((t >= 0) & (t <= 1)).all()
+        assert ((t > 0) & (t < 1)).any()  # mixed rows, not 0/1 indicators
+    assert clf.predict_proba(X).shape == (len(X), 3)
+
+
+def test_mixed_loss_mixes_targets_and_sample_weights(images):
+    X, y = images
+    net = tiny().fit(X, y).net_
+    y_pred = torch.randn(4, 2)
+    y_true = torch.tensor([0, 1, 1, 0])
+    weights = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    mix = Mix(0.25, torch.tensor([1, 0, 3, 2]))
+    net._batch_mix = mix
+    try:
+        loss = net.get_loss(y_pred, WeightedTarget(y_true, weights), training=True)
+        unmixed = net.get_loss(y_pred, WeightedTarget(y_true, weights), training=False)
+    finally:
+        net._batch_mix = None
+    probabilities = torch.nn.functional.one_hot(y_true, 2).float()
+    targets = 0.25 * probabilities + 0.75 * probabilities[mix.permutation]
+    mixed_weights = 0.25 * weights + 0.75 * weights[mix.permutation]
+    losses = -(targets * y_pred.log_softmax(dim=1)).sum(dim=1)
+    expected = (losses * mixed_weights).sum() / mixed_weights.sum()
+    torch.testing.assert_close(loss, expected)
+    plain = torch.nn.functional.cross_entropy(y_pred, y_true, reduction="none")
+    torch.testing.assert_close(unmixed, (plain * weights).sum() / weights.sum())
+
+
+def test_cutmix_fit_pastes_boxes_into_training_batches(images, applied_mixes):
+    X, y = images
+    spy = MixSpy()
+    tiny(cutmix_alpha=1.0, epochs=2, callbacks=[("spy", spy)]).fit(X, y)
+    training = [(mix, x) for is_training, mix, x in spy.inputs if is_training]
+    assert len(training) == len(applied_mixes) > 0
+    for (mix, x), (unmixed, mixed) in zip(training, applied_mixes):
+        assert mix.box is not None and torch.equal(x, mixed)
+        top, bottom, left, right = mix.box
+        partners = unmixed[mix.permutation]
+        torch.testing.assert_close(
+            x[..., top:bottom, left:right], partners[..., top:bottom, left:right]
+        )
+        outside = x.clone()
+        outside[..., top:bottom, left:right] = 0
+        unmixed_outside = unmixed.clone()
+        unmixed_outside[..., top:bottom, left:right] = 0
+        torch.testing.assert_close(outside, unmixed_outside)
