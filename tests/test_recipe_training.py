@@ -458,3 +458,58 @@ def test_cutmix_fit_pastes_boxes_into_training_batches(images, applied_mixes):
         unmixed_outside = unmixed.clone()
         unmixed_outside[..., top:bottom, left:right] = 0
         torch.testing.assert_close(outside, unmixed_outside)
+
+
+# -- weight averaging across fits and with early stopping ------------------------------
+def expected_average(recorded, decay):
+    average = dict(recorded[0])
+    for weights in recorded[1:]:
+        average = {k: decay * v + (1 - decay) * weights[k] for k, v in average.items()}
+    return average
+
+
+def assert_module_holds(module, expected):
+    fitted = dict(module.named_parameters())
+    for name, value in expected.items():
+        torch.testing.assert_close(fitted[name].detach(), value, rtol=0, atol=1e-6)
+
+
+def test_ema_partial_fit_starts_from_the_fitted_average(images):
+    X, y = images
+    recorder = WeightRecorder()
+    clf = tiny(
+        weight_averaging="ema", ema_decay=0.5, callbacks=[("recorder", recorder)]
+    )
+    with pytest.warns(UserWarning, match="ema_decay"):
+        clf.partial_fit(X, y, classes=["cat", "dog"])
+    first = {k: v.detach().clone() for k, v in clf.net_.module_.named_parameters()}
+    assert_module_holds(clf.net_.module_, expected_average(recorder.parameters, 0.5))
+    recorder = dict(clf.net_.callbacks_)["recorder"]
+    n_recorded = len(recorder.parameters)
+    with pytest.warns(UserWarning, match="ema_decay"):
+        clf.partial_fit(X, y)
+    second = recorder.parameters[n_recorded:]
+    for name, value in first.items():
+        torch.testing.assert_close(second[0][name], value, rtol=0, atol=0)
+    assert_module_holds(clf.net_.module_, expected_average(second, 0.5))
+
+
+def test_ema_with_early_stopping_keeps_an_averaged_best_epoch(images):
+    X, y = images
+    recorder = WeightRecorder()
+    clf = tiny(
+        weight_averaging="ema",
+        ema_decay=0.5,
+        epochs=3,
+        early_stopping=True,
+        validation_fraction=0.25,
+        n_iter_no_change=5,
+        callbacks=[("recorder", recorder)],
+    ).fit(X, y)
+    assert dict(clf.net_.callbacks_)["weight_averaging"].average_ is None
+    history = clf.net_.history
+    best = int(np.argmin(history[:, "valid_loss"]))
+    # The best epoch's average: its steps are the first (best + 1) epochs'.
+    steps_per_epoch = (len(recorder.parameters) - 1) // len(history)
+    recorded = recorder.parameters[: 1 + steps_per_epoch * (best + 1)]
+    assert_module_holds(clf.net_.module_, expected_average(recorded, 0.5))
