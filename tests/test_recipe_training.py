@@ -513,3 +513,23 @@ def test_ema_with_early_stopping_keeps_an_averaged_best_epoch(images):
     steps_per_epoch = (len(recorder.parameters) - 1) // len(history)
     recorded = recorder.parameters[: 1 + steps_per_epoch * (best + 1)]
     assert_module_holds(clf.net_.module_, expected_average(recorded, 0.5))
+
+
+def test_ema_resumed_from_a_checkpoint_goes_on_from_the_saved_average(images, tmp_path):
+    X, y = images
+    params = dict(weight_averaging="ema", ema_decay=0.5, checkpoint=tmp_path)
+    # The same callbacks in both fits: they are part of the checkpoint's key.
+    first = tiny(epochs=2, callbacks=[("recorder", WeightRecorder())], **params)
+    first.fit(X, y)
+    average = {k: v.detach().clone() for k, v in first.net_.module_.named_parameters()}
+    recorder = WeightRecorder()
+    resumed = tiny(epochs=4, callbacks=[("recorder", recorder)], **params).fit(X, y)
+    assert len(resumed.net_.history) == 4
+    assert len(list(tmp_path.iterdir())) == 1
+    # Training begins with the average in the network, the checkpoint's.
+    for name, value in average.items():
+        torch.testing.assert_close(recorder.parameters[0][name], value)
+    assert len(recorder.parameters) == 1 + 4
+    assert_module_holds(
+        resumed.net_.module_, expected_average(recorder.parameters, 0.5)
+    )
