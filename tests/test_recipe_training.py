@@ -533,3 +533,27 @@ def test_ema_resumed_from_a_checkpoint_goes_on_from_the_saved_average(images, tm
     assert_module_holds(
         resumed.net_.module_, expected_average(recorder.parameters, 0.5)
     )
+
+
+def test_mixed_loss_with_class_weight_normalizes_by_the_mixed_class_weights(images):
+    X, y = images
+    net = tiny(class_weight={"cat": 1.0, "dog": 3.0}).fit(X, y).net_
+    class_weight = net.criterion_.weight
+    y_pred = torch.randn(4, 2)
+    y_true = torch.tensor([0, 1, 1, 0])
+    mix = Mix(0.4, torch.tensor([1, 2, 3, 0]))
+    net._batch_mix = mix
+    try:
+        loss = net.get_loss(y_pred, y_true, training=True)
+    finally:
+        net._batch_mix = None
+    probabilities = torch.nn.functional.one_hot(y_true, 2).float()
+    targets = 0.4 * probabilities + 0.6 * probabilities[mix.permutation]
+    losses = -(targets * class_weight * y_pred.log_softmax(dim=1)).sum(dim=1)
+    expected = losses.sum() / (targets @ class_weight).sum()
+    torch.testing.assert_close(loss, expected)
+    # Unmixed, the same as torch's weighted mean.
+    torch.testing.assert_close(
+        net.get_loss(y_pred, y_true, training=False),
+        torch.nn.functional.cross_entropy(y_pred, y_true, weight=class_weight),
+    )
