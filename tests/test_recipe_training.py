@@ -557,3 +557,21 @@ def test_mixed_loss_with_class_weight_normalizes_by_the_mixed_class_weights(imag
         net.get_loss(y_pred, y_true, training=False),
         torch.nn.functional.cross_entropy(y_pred, y_true, weight=class_weight),
     )
+
+
+def test_label_smoothing_applies_to_mixed_targets(images):
+    X, y = images
+    net = tiny(label_smoothing=0.3, mixup_alpha=0.4).fit(X, y).net_
+    y_pred = torch.randn(4, 2)
+    y_true = torch.tensor([0, 1, 1, 0])
+    mix = Mix(0.2, torch.tensor([3, 2, 1, 0]))
+    net._batch_mix = mix
+    try:
+        loss = net.get_loss(y_pred, y_true, training=True)
+    finally:
+        net._batch_mix = None
+    probabilities = torch.nn.functional.one_hot(y_true, 2).float()
+    targets = 0.2 * probabilities + 0.8 * probabilities[mix.permutation]
+    smoothed = targets * 0.7 + 0.3 / 2
+    expected = -(smoothed * y_pred.log_softmax(dim=1)).sum(dim=1).mean()
+    torch.testing.assert_close(loss, expected)
