@@ -1,6 +1,7 @@
 """The training recipe in a fit: label smoothing, mixup and cutmix, weight averaging."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -575,3 +576,36 @@ def test_label_smoothing_applies_to_mixed_targets(images):
     smoothed = targets * 0.7 + 0.3 / 2
     expected = -(smoothed * y_pred.log_softmax(dim=1)).sum(dim=1).mean()
     torch.testing.assert_close(loss, expected)
+
+
+class InterruptAt(Callback):
+    """Ctrl-C after the given training batch of the given epoch."""
+
+    def __init__(self, epoch, batch):
+        self.epoch = epoch
+        self.batch = batch
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        batches = len(net.history[-1, "batches"])
+        if training and len(net.history) == self.epoch and batches == self.batch:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_leaves_the_average_of_the_steps_taken(images):
+    X, y = images
+    recorder = WeightRecorder()
+    clf = tiny(
+        weight_averaging="ema",
+        ema_decay=0.5,
+        epochs=4,
+        callbacks=[("recorder", recorder), ("stop", InterruptAt(2, 1))],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(KeyboardInterrupt):
+            clf.fit(X, y)
+    assert len(recorder.parameters) == 1 + 3
+    assert_module_holds(clf.net_.module_, expected_average(recorder.parameters, 0.5))
+    averaging = dict(clf.net_.callbacks_)["weight_averaging"]
+    assert averaging.average_ is None and averaging.training_weights_ is None
+    assert np.isfinite(clf.predict_proba(X)).all()
