@@ -609,3 +609,12 @@ def test_ctrl_c_leaves_the_average_of_the_steps_taken(images):
     averaging = dict(clf.net_.callbacks_)["weight_averaging"]
     assert averaging.average_ is None and averaging.training_weights_ is None
     assert np.isfinite(clf.predict_proba(X)).all()
+
+
+def test_mixing_copes_with_a_batch_of_one_image_and_sample_weights():
+    X, y = make_images(n_samples=17)
+    weights = np.linspace(0.5, 2.0, len(X))
+    clf = tiny(mixup_alpha=0.4, cutmix_alpha=1.0, epochs=3)
+    clf.fit(X, y, sample_weight=weights)
+    assert all(np.isfinite(epoch["train_loss"]) for epoch in clf.history_)
+    assert clf.predict(X).shape == (17,)
