@@ -270,11 +270,14 @@ class WeightAveraging(Callback):
         self.finish(net)
         start_share = self.decay**n_steps
         if n_steps and start_share > 0.1:
+            # The decay leaving 5% of the start: about 1 - 3 / n_steps for many
+            # steps, and still in (0, 1) for a few (where 1 - 3 / n_steps is not).
+            suggested = 0.05 ** (1 / n_steps)
             warnings.warn(
                 f"weight_averaging='ema' with ema_decay={self.decay} over "
                 f"{n_steps} optimizer steps: {start_share:.0%} of the averaged "
                 "weights are still the weights training started from. Lower "
-                f"ema_decay (to about {1 - 3 / n_steps:.3g} or less) or train "
+                f"ema_decay (to about {suggested:.3g} or less) or train "
                 "for more steps.",
                 UserWarning,
                 stacklevel=2,
