@@ -98,8 +98,11 @@ class CNNImageClassifier(ClassifierMixin, CNNImageEstimator):
         Number of passes over the training data.
     batch_size : int, default=16
         Number of images per gradient step.
-    lr : float, default=1e-3
-        Learning rate.
+    lr : float or 'auto', default=1e-3
+        Learning rate (of the head, with a backbone). 'auto' runs
+        :func:`~sklearn_cnn.inspection.find_learning_rate` on the training
+        images first and trains at the rate it suggests (``lr_``); it needs an
+        epoch of a few dozen batches to be reliable.
     optimizer : {'adam', 'adamw', 'sgd'} or torch.optim.Optimizer class, \
 default='adam'
         Optimizer; 'sgd' uses momentum 0.9. A class is called with the
@@ -290,11 +293,15 @@ default=None
     history_ : list of dict
         One record per epoch: ``epoch``, ``train_loss``, ``train_accuracy``,
         ``valid_loss`` and ``valid_accuracy`` when there is a validation split,
-        and ``dur`` (seconds).
+        and ``dur`` (seconds). Multi-label: ``train_f1_samples`` and
+        ``valid_f1_samples`` instead of the accuracies.
     loss_curve_ : list of float
         Training loss per epoch.
     validation_scores_ : list of float or None
-        Validation accuracy per epoch, or None without a validation split.
+        Validation accuracy (multi-label: per-image F1) per epoch, or None
+        without a validation split.
+    lr_ : float
+        The learning rate trained with: ``lr``, or the rate ``lr='auto'`` found.
     n_iter_ : int
         Number of epochs trained (across calls with ``warm_start`` or
         ``partial_fit``).

@@ -98,8 +98,11 @@ class CNNImageRegressor(RegressorMixin, CNNImageEstimator):
         Number of passes over the training data.
     batch_size : int, default=16
         Number of images per gradient step.
-    lr : float, default=1e-3
-        Learning rate.
+    lr : float or 'auto', default=1e-3
+        Learning rate (of the head, with a backbone). 'auto' runs
+        :func:`~sklearn_cnn.inspection.find_learning_rate` on the training
+        images first and trains at the rate it suggests (``lr_``); it needs an
+        epoch of a few dozen batches to be reliable.
     optimizer : {'adam', 'adamw', 'sgd'} or torch.optim.Optimizer class, \
 default='adam'
         Optimizer; 'sgd' uses momentum 0.9. A class is called with the
@@ -269,6 +272,8 @@ default=None
         Training loss per epoch.
     validation_scores_ : list of float or None
         Validation R² per epoch, or None without a validation split.
+    lr_ : float
+        The learning rate trained with: ``lr``, or the rate ``lr='auto'`` found.
     n_iter_ : int
         Number of epochs trained (across calls with ``warm_start`` or
         ``partial_fit``).
