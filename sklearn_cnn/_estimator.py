@@ -35,7 +35,7 @@ from ._fitting import (
 from ._inference import network_outputs
 from ._net import TrainingDivergedError
 from ._sources import IMAGE_SHAPE_CONSTRAINT, image_source
-from ._tta import average_views, check_test_time_augmentation, views_of
+from ._tta import check_test_time_augmentation, views_of
 from .utils._runtime import resolve_verbose, retry_in_float32, seeded_random_ops
 from .utils._sklearn_private import (
     HasMethods,
@@ -303,7 +303,8 @@ class CNNImageEstimator(BaseEstimator):
         outputs = self._network_outputs(X, views=views).astype(np.float64)
         if views is None:
             return outputs if transform is None else transform(outputs)
-        return average_views(outputs, transform)
+        # (n_images, n_views, ...): the mean over the views.
+        return (outputs if transform is None else transform(outputs)).mean(axis=1)
 
     # -- persistence ---------------------------------------------------------------
     def _restore_net(self, device: torch.device) -> None:

@@ -147,48 +147,71 @@ class PredictionSettings:
         return cls(channels_last, dtypes[autocast])
 
 
-class Accuracy(Callback):
+class _EpochMetric(Callback):
+    """A score per epoch, train and validation, from sums kept on the device.
+
+    Subclasses turn a batch into a tensor of sums (:meth:`batch_sums`) and the
+    epoch's sums into the score (:meth:`score`, None: none to record); the net
+    records ``train_<name>`` and ``valid_<name>``. The sums stay on the device
+    until the epoch ends: no sync per batch.
+    """
+
+    name: str
+
+    def batch_sums(self, y_pred, targets, weights) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score(self, sums: torch.Tensor) -> float | None:
+        raise NotImplementedError
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.sums_ = {True: None, False: None}
+
+    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
+        _, targets = unpack_data(batch)
+        if targets is None or y_pred is None:
+            return
+        weights = None
+        if isinstance(targets, WeightedTarget):
+            targets, weights = targets
+        sums = self.batch_sums(y_pred.detach(), targets, weights)
+        previous = self.sums_[training]
+        self.sums_[training] = sums if previous is None else previous + sums
+
+    def on_epoch_end(self, net, **kwargs):
+        for training, prefix in ((True, "train"), (False, "valid")):
+            sums = self.sums_[training]
+            score = None if sums is None else self.score(sums)
+            if score is not None:
+                net.history.record(f"{prefix}_{self.name}", score)
+        # Sums left on the device would go into the pickle as CUDA tensors,
+        # which a machine without CUDA cannot unpickle.
+        del self.sums_
+
+
+class Accuracy(_EpochMetric):
     """Records train and validation accuracy per epoch from the batches' outputs.
 
-    The classifier's metric (``metric=`` of :class:`ImageNeuralNet`): the net
-    records ``train_<name>`` and ``valid_<name>``. Counts stay on the device
-    until the epoch ends: no sync per batch.
+    The classifier's metric (``metric=`` of :class:`ImageNeuralNet`).
+    Zero-weight images count for nothing, here as in the loss.
     """
 
     name = "accuracy"
 
-    def on_epoch_begin(self, net, **kwargs):
-        self.counts_ = {True: [0, 0], False: [0, 0]}
-
-    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
-        _, labels = unpack_data(batch)
-        if labels is None or y_pred is None:
-            return
-        weights = None
-        if isinstance(labels, WeightedTarget):
-            labels, weights = labels
+    def batch_sums(self, y_pred, labels, weights):
         hits = y_pred.argmax(dim=1) == labels
-        correct, total = self.counts_[training]
         if weights is None:
-            self.counts_[training] = [correct + hits.sum(), total + len(labels)]
-        else:
-            # Zero-weight images count for nothing, here as in the loss.
-            self.counts_[training] = [
-                correct + (hits * weights).sum(),
-                total + weights.sum(),
-            ]
+            return torch.stack(
+                [hits.sum(), hits.new_full((), len(hits), dtype=torch.long)]
+            )
+        return torch.stack([(hits * weights).sum(), weights.sum()])
 
-    def on_epoch_end(self, net, **kwargs):
-        for training, prefix in ((True, "train"), (False, "valid")):
-            correct, total = self.counts_[training]
-            if float(total) > 0:
-                net.history.record(f"{prefix}_accuracy", float(correct) / float(total))
-        # Counts left on the device would go into the pickle as CUDA tensors,
-        # which a machine without CUDA cannot unpickle.
-        del self.counts_
+    def score(self, sums):
+        correct, total = sums.double().cpu().tolist()
+        return correct / total if total > 0 else None
 
 
-class R2(Callback):
+class R2(_EpochMetric):
     """Records train and validation R² per epoch from the batches' outputs.
 
     The regressor's metric (``metric=`` of :class:`ImageNeuralNetRegressor`),
@@ -201,26 +224,17 @@ class R2(Callback):
 
     name = "r2"
 
-    def on_epoch_begin(self, net, **kwargs):
-        self.sums_ = {True: None, False: None}
-
-    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
-        _, targets = unpack_data(batch)
-        if targets is None or y_pred is None:
-            return
-        weights = None
-        if isinstance(targets, WeightedTarget):
-            targets, weights = targets
+    def batch_sums(self, y_pred, targets, weights):
         # float64 where the device has it: the sums add a whole epoch's images.
         dtype = torch.float32 if targets.device.type == "mps" else torch.float64
         targets = targets.to(dtype).reshape(len(targets), -1)
-        predictions = y_pred.detach().to(dtype).reshape(len(targets), -1)
+        predictions = y_pred.to(dtype).reshape(len(targets), -1)
         if weights is None:
             weights = torch.ones(len(targets), dtype=dtype, device=targets.device)
         weights = weights.to(dtype)[:, None]
         # Per output: sum of weights, of weighted targets, of weighted squared
         # targets and of weighted squared errors.
-        sums = torch.stack(
+        return torch.stack(
             [
                 weights.expand_as(targets).sum(dim=0),
                 (weights * targets).sum(dim=0),
@@ -228,30 +242,21 @@ class R2(Callback):
                 (weights * (targets - predictions) ** 2).sum(dim=0),
             ]
         )
-        previous = self.sums_[training]
-        self.sums_[training] = sums if previous is None else previous + sums
 
-    def on_epoch_end(self, net, **kwargs):
-        for training, prefix in ((True, "train"), (False, "valid")):
-            sums = self.sums_[training]
-            if sums is None:
-                continue
-            total, linear, square, residual = sums.double().cpu().numpy()
-            if not (total > 0).all():
-                continue
-            variance = square - linear**2 / total
-            # Constant targets: 1 for a perfect fit, else 0, as r2_score.
-            scores = [
-                (1.0 if res == 0 else 0.0) if var <= 0 else 1.0 - res / var
-                for res, var in zip(residual, variance)
-            ]
-            net.history.record(f"{prefix}_r2", float(sum(scores) / len(scores)))
-        # Sums left on the device would go into the pickle as CUDA tensors,
-        # which a machine without CUDA cannot unpickle.
-        del self.sums_
+    def score(self, sums):
+        total, linear, square, residual = sums.double().cpu().numpy()
+        if not (total > 0).all():
+            return None
+        variance = square - linear**2 / total
+        # Constant targets: 1 for a perfect fit, else 0, as r2_score.
+        scores = [
+            (1.0 if res == 0 else 0.0) if var <= 0 else 1.0 - res / var
+            for res, var in zip(residual, variance)
+        ]
+        return float(sum(scores) / len(scores))
 
 
-class SampleF1(Callback):
+class SampleF1(_EpochMetric):
     """Records train and validation sample-averaged F1 per epoch (multi-label).
 
     The multi-label classifier's metric: each image's F1 between its predicted
@@ -266,38 +271,19 @@ class SampleF1(Callback):
 
     name = "f1_samples"
 
-    def on_epoch_begin(self, net, **kwargs):
-        self.sums_ = {True: None, False: None}
-
-    def on_batch_end(self, net, batch=None, training=False, y_pred=None, **kwargs):
-        _, targets = unpack_data(batch)
-        if targets is None or y_pred is None:
-            return
-        weights = None
-        if isinstance(targets, WeightedTarget):
-            targets, weights = targets
+    def batch_sums(self, y_pred, targets, weights):
         true = targets >= 0.5
-        predicted = y_pred.detach() > 0
+        predicted = y_pred > 0
         both = (true & predicted).sum(dim=1)
         either = true.sum(dim=1) + predicted.sum(dim=1)
         scores = torch.where(either > 0, 2.0 * both / either.clamp_min(1), 1.0)
         if weights is None:
             weights = torch.ones_like(scores)
-        sums = torch.stack([(scores * weights).sum(), weights.sum()])
-        previous = self.sums_[training]
-        self.sums_[training] = sums if previous is None else previous + sums
+        return torch.stack([(scores * weights).sum(), weights.sum()])
 
-    def on_epoch_end(self, net, **kwargs):
-        for training, prefix in ((True, "train"), (False, "valid")):
-            sums = self.sums_[training]
-            if sums is None:
-                continue
-            total, weight = sums.double().cpu().tolist()
-            if weight > 0:
-                net.history.record(f"{prefix}_{self.name}", total / weight)
-        # Sums left on the device would go into the pickle as CUDA tensors,
-        # which a machine without CUDA cannot unpickle.
-        del self.sums_
+    def score(self, sums):
+        total, weight = sums.double().cpu().tolist()
+        return total / weight if weight > 0 else None
 
 
 class LabelWeightedBCEWithLogitsLoss(torch.nn.Module):

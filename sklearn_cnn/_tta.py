@@ -20,7 +20,6 @@ probabilities for a classifier, values for a regressor.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .utils._runtime import derive_seeds, resolve_seed
@@ -106,13 +105,3 @@ def views_of(estimator) -> TestTimeViews | None:
     if setting is None:
         return None
     return TestTimeViews(setting, estimator.n_test_time_draws, estimator.random_state)
-
-
-def average_views(outputs: np.ndarray, transform=None) -> np.ndarray:
-    """The mean over the views (axis 1) of ``transform(outputs)``.
-
-    ``outputs`` is ``(n_images, n_views, ...)`` from the inference loop;
-    ``transform`` turns logits into what is averaged (probabilities).
-    """
-    values = outputs if transform is None else transform(outputs)
-    return values.mean(axis=1)

@@ -120,7 +120,7 @@ class Classification:
 
         return f"softmax over {len(np.unique(y))} classes"
 
-    def label_text(self, model, label) -> str:
+    def label_text(self, label) -> str:
         return str(label)
 
     def evaluate(self, model, X, y, *, what: str) -> dict:
@@ -170,7 +170,7 @@ class MultiLabel(Classification):
     def output_layer(self, y) -> str:
         return f"sigmoid over {len(self.names)} labels"
 
-    def label_text(self, model, label) -> str:
+    def label_text(self, label) -> str:
         import numpy as np
 
         chosen = [name for name, on in zip(self.names, np.ravel(label)) if on]
@@ -272,7 +272,7 @@ class Regression:
         n_outputs = 1 if np.ndim(y) == 1 else np.shape(y)[1]
         return f"linear output of {n_outputs} number(s)"
 
-    def label_text(self, model, label) -> str:
+    def label_text(self, label) -> str:
         import numpy as np
 
         return ", ".join(f"{value:.4g}" for value in np.ravel(label))

@@ -723,7 +723,7 @@ def _print_prediction_trace(shown, task) -> None:
     from sklearn_cnn.inspection import layer_trace
 
     estimator, images, labels = shown
-    truth = task.label_text(estimator, labels[0])
+    truth = task.label_text(labels[0])
     what = "true target" if task.name == "regression" else "true label"
     if task.name == "multi-label":
         what = "true labels"

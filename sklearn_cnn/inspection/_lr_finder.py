@@ -198,42 +198,6 @@ def find_learning_rate(
     >>> 1e-7 <= result.suggested_lr <= 10
     True
     """
-    result = range_test(
-        estimator,
-        X,
-        y,
-        sample_weight=sample_weight,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_it=num_it,
-        smoothing=smoothing,
-        diverge_factor=diverge_factor,
-    )
-    if len(result.losses) < 10:
-        n_steps = len(result.losses)
-        warnings.warn(
-            f"The range test took {n_steps} step(s) (at most one epoch): the "
-            "suggested rate is rough. Use a smaller batch_size or more images "
-            "for a finer curve.",
-            UserWarning,
-            stacklevel=2,
-        )
-    return result
-
-
-def range_test(
-    estimator,
-    X,
-    y,
-    *,
-    sample_weight=None,
-    start_lr=1e-7,
-    end_lr=10.0,
-    num_it=100,
-    smoothing=0.98,
-    diverge_factor=4.0,
-) -> LearningRateFinderResult:
-    """:func:`find_learning_rate` without its warning (``lr="auto"`` calls it)."""
     if not 0 < start_lr < end_lr:
         raise ValueError(
             "find_learning_rate needs 0 < start_lr < end_lr; got start_lr="
@@ -281,6 +245,14 @@ def range_test(
         pass
     lrs = np.asarray(test.lrs_[: len(test.losses_)], dtype=np.float64)
     losses = np.asarray(test.losses_, dtype=np.float64)
+    if len(losses) < 10:
+        warnings.warn(
+            f"The range test took {len(losses)} step(s) (at most one epoch): the "
+            "suggested rate is rough. Use a smaller batch_size or more images "
+            "for a finer curve.",
+            UserWarning,
+            stacklevel=2,
+        )
     return LearningRateFinderResult(
         lrs=lrs,
         losses=losses,
