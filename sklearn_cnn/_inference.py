@@ -59,7 +59,9 @@ def network_outputs(
     forward = forward or _call
     device = torch.device(device)
     loader = batch_loader(
-        LabelledImages(source, device=device), batch_size=batch_size, shuffle=False
+        LabelledImages(source, device=device),
+        batch_size=images_per_read(source, batch_size),
+        shuffle=False,
     )
     # The out-of-memory rule: halve the images per forward pass and keep that
     # size for the rest of the call, down to one image.
@@ -81,6 +83,25 @@ def network_outputs(
                 continue
             start += len(chunk)
     return np.concatenate(outputs)
+
+
+def images_per_read(source: ImageSource, batch_size: int) -> int:
+    """How many images the loop reads at once: whole forward passes' worth.
+
+    Each read costs the loader's bookkeeping, which at small images and batches
+    weighs as much as the forward pass; reading about ``_READ_BYTES`` of stored
+    pixels at a time pays it once for several passes. Always a multiple of
+    ``batch_size``, so that the forward passes (and so the outputs) are the
+    same as one read per pass.
+    """
+    height, width, channels = source.image_shape
+    image_bytes = height * width * channels * np.dtype(source.dtype).itemsize
+    return batch_size * max(1, _READ_BYTES // (batch_size * image_bytes))
+
+
+# Stored pixels read at once by the inference loop (at most, unless one forward
+# pass's images take more): 4 MiB is about 1,300 images of 32x32x3 uint8.
+_READ_BYTES = 4 * 2**20
 
 
 def _call(module, images):

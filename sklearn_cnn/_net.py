@@ -87,8 +87,20 @@ class BatchPreparer:
         self.generator: torch.Generator | None = None
 
     def __call__(self, batch: torch.Tensor, *, training: bool) -> torch.Tensor:
-        images = batch.to(torch.float32)
-        if training and self.augmenters:
+        augmenting = training and bool(self.augmenters)
+        if (
+            self.channels_last
+            and batch.dim() == 4
+            and not (augmenting or self.post_steps)
+        ):
+            # Nothing between the conversion and the network: convert to float32
+            # and to the memory format in one pass.
+            images = batch.to(torch.float32, memory_format=torch.channels_last)
+        else:
+            images = batch.to(torch.float32)
+        # A tensor of our own (not the caller's memory) may be scaled in place.
+        own = images is not batch
+        if augmenting:
             value_range = 255.0 if self.source_is_uint8 else 1.0
             for augmenter in self.augmenters:
                 images = augmenter.augment_batch(
@@ -99,7 +111,10 @@ class BatchPreparer:
         for step in self.post_steps:
             images = step.transform_batch(images)
         if self.scale_uint8:
-            images = images * (1.0 / 255.0)
+            if own and not (augmenting or self.post_steps):
+                images = images.mul_(1.0 / 255.0)
+            else:
+                images = images * (1.0 / 255.0)
         if self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images

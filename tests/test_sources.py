@@ -478,6 +478,87 @@ def test_runs_of_images_are_read_as_views_and_give_what_a_gather_gives(images):
     np.testing.assert_array_equal(X, before)
 
 
+def test_prediction_reads_several_forward_passes_at_once_with_the_same_outputs(
+    images, monkeypatch
+):
+    from sklearn_cnn import _inference
+    from sklearn_cnn._sources import ArrayImages
+
+    X, y = images
+    X = np.concatenate([X] * 4)[:-3]  # several forward passes, the last short
+    clf = CNNImageClassifier(**FAST).fit(X[: len(y)], y)
+    reads, passes = [], []
+    read = ArrayImages.read
+
+    def recording_read(self, indices, **kwargs):
+        reads.append(len(indices))
+        return read(self, indices, **kwargs)
+
+    monkeypatch.setattr(ArrayImages, "read", recording_read)
+    hook = clf.net_.module_.register_forward_hook(
+        lambda module, inputs, output: passes.append(len(inputs[0]))
+    )
+    together = clf.predict_proba(X)
+    read_together, passes_together = reads[:], passes[:]
+    reads.clear(), passes.clear()
+    monkeypatch.setattr(_inference, "_READ_BYTES", 1)  # one read per pass
+    one_by_one = clf.predict_proba(X)
+    hook.remove()
+
+    assert read_together == [len(X)]
+    assert reads == passes
+    # The same forward passes, so the very same probabilities.
+    assert len(X) % 16
+    assert passes_together == passes == [16] * (len(X) // 16) + [len(X) % 16]
+    np.testing.assert_array_equal(together, one_by_one)
+
+
+def test_images_per_read_is_a_multiple_of_the_forward_pass():
+    from sklearn_cnn._inference import _READ_BYTES, images_per_read
+    from sklearn_cnn._sources import ArrayImages, ImageLayout
+
+    def source(shape, dtype):
+        array = np.zeros((1, *shape), dtype=dtype)
+        return ArrayImages(array, ImageLayout("nhwc", shape))
+
+    small = images_per_read(source((32, 32, 3), np.uint8), 16)
+    assert small % 16 == 0 and small * 32 * 32 * 3 <= _READ_BYTES < (small + 16) * 3072
+    # Eight bytes a value: an eighth as many images.
+    assert images_per_read(source((32, 32, 3), np.float64), 16) == 16 * (
+        small // 16 // 8
+    )
+    # Images larger than the budget: one forward pass at a time.
+    assert images_per_read(source((1024, 1024, 3), np.uint8), 16) == 16
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_batch_preparer_gives_the_stepwise_result_and_leaves_the_batch(
+    dtype, channels_last
+):
+    from sklearn_cnn._net import BatchPreparer
+
+    generator = torch.Generator().manual_seed(0)
+    nhwc = torch.randint(0, 256, (4, 5, 6, 3), generator=generator).to(dtype)
+    for batch in (nhwc.permute(0, 3, 1, 2), nhwc.permute(0, 3, 1, 2).contiguous()):
+        before = batch.clone()
+        preparer = BatchPreparer(
+            source_is_uint8=True, scale_uint8=True, channels_last=channels_last
+        )
+        images = preparer(batch, training=False)
+        expected = batch.to(torch.float32) * (1.0 / 255.0)
+        assert images.dtype == torch.float32
+        torch.testing.assert_close(images, expected, rtol=0, atol=0)
+        assert images.is_contiguous(
+            memory_format=torch.channels_last if channels_last else batch_format(batch)
+        )
+        torch.testing.assert_close(batch, before, rtol=0, atol=0)  # untouched
+
+
+def batch_format(batch):
+    return torch.contiguous_format if batch.is_contiguous() else torch.channels_last
+
+
 class _RecordingSource:
     """A source that decodes slowly: it records which batches were read."""
 
