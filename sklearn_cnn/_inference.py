@@ -17,6 +17,10 @@ import torch
 
 from ._sources import ImageSource, LabelledImages, batch_loader
 
+# Stored pixels read at once by the inference loop (at most, unless one forward
+# pass's images take more): 4 MiB is about 1,300 images of 32x32x3 uint8.
+_READ_BYTES = 4 * 2**20
+
 
 def network_outputs(
     module: torch.nn.Module,
@@ -97,11 +101,6 @@ def images_per_read(source: ImageSource, batch_size: int) -> int:
     height, width, channels = source.image_shape
     image_bytes = height * width * channels * np.dtype(source.dtype).itemsize
     return batch_size * max(1, _READ_BYTES // (batch_size * image_bytes))
-
-
-# Stored pixels read at once by the inference loop (at most, unless one forward
-# pass's images take more): 4 MiB is about 1,300 images of 32x32x3 uint8.
-_READ_BYTES = 4 * 2**20
 
 
 def _call(module, images):

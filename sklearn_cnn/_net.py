@@ -88,18 +88,15 @@ class BatchPreparer:
 
     def __call__(self, batch: torch.Tensor, *, training: bool) -> torch.Tensor:
         augmenting = training and bool(self.augmenters)
-        if (
-            self.channels_last
-            and batch.dim() == 4
-            and not (augmenting or self.post_steps)
-        ):
-            # Nothing between the conversion and the network: convert to float32
-            # and to the memory format in one pass.
-            images = batch.to(torch.float32, memory_format=torch.channels_last)
-        else:
-            images = batch.to(torch.float32)
-        # A tensor of our own (not the caller's memory) may be scaled in place.
-        own = images is not batch
+        # Nothing between the conversion and the network (prediction, plain
+        # training): one pass to float32 in the memory format, and the copy it
+        # makes (never the caller's memory) scaled in place.
+        plain = not (augmenting or self.post_steps)
+        memory_format = torch.preserve_format
+        if plain and self.channels_last and batch.dim() == 4:
+            memory_format = torch.channels_last
+        images = batch.to(torch.float32, memory_format=memory_format)
+        in_place = plain and images is not batch
         if augmenting:
             value_range = 255.0 if self.source_is_uint8 else 1.0
             for augmenter in self.augmenters:
@@ -111,10 +108,8 @@ class BatchPreparer:
         for step in self.post_steps:
             images = step.transform_batch(images)
         if self.scale_uint8:
-            if own and not (augmenting or self.post_steps):
-                images = images.mul_(1.0 / 255.0)
-            else:
-                images = images * (1.0 / 255.0)
+            scale = 1.0 / 255.0
+            images = images.mul_(scale) if in_place else images * scale
         if self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
